@@ -1,0 +1,5 @@
+import sys
+
+from hashmatch.cli import main
+
+sys.exit(main())

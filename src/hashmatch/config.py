@@ -1,0 +1,77 @@
+"""Settings from ``HASHMATCH_*`` environment variables.
+
+Built once at an entry point (``hashmatch serve``, ``hashmatch hash``, the app factory's caller)
+and passed down; nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hashmatch.errors import ConfigError
+from hashmatch.media import MediaLimits
+
+PREFIX = "HASHMATCH_"
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw.replace("_", ""))
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be between 1 and 65535")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in {"critical", "error", "warning", "info", "debug"}:
+        raise ValueError("must be one of critical, error, warning, info, debug")
+    return level
+
+
+def _optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service. Field ``x`` is read from ``HASHMATCH_X``."""
+
+    data_dir: Path = field(default=Path("index"), metadata={"parse": Path})
+    database_url: str | None = field(default=None, metadata={"parse": _optional_str})
+    host: str = field(default="127.0.0.1", metadata={"parse": str})
+    port: int = field(default=8000, metadata={"parse": _port})
+    log_level: str = field(default="info", metadata={"parse": _log_level})
+    max_upload_bytes: int = field(default=50_000_000, metadata={"parse": _positive_int})
+    max_pixels: int = field(default=100_000_000, metadata={"parse": _positive_int})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default: the process environment), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            if name not in env:
+                continue
+            parse: Callable[[str], Any] = f.metadata["parse"]
+            try:
+                values[f.name] = parse(env[name])
+            except ValueError as exc:
+                raise ConfigError(f"{name}={env[name]!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def media_limits(self) -> MediaLimits:
+        return MediaLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)

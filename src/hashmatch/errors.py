@@ -1,0 +1,75 @@
+"""Domain errors.
+
+Every error the cores raise is a :class:`HashmatchError` with a stable machine-readable
+``code``. The edges translate codes, not exception types: HTTP status in
+``hashmatch.api.errors`` and process exit status in ``hashmatch.cli``, each in one table.
+"""
+
+from __future__ import annotations
+
+
+class HashmatchError(Exception):
+    """Base of every error hashmatch raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class MediaError(HashmatchError):
+    """The submitted bytes are not an image we will decode."""
+
+    code = "media_error"
+
+
+class EmptyMedia(MediaError):
+    code = "empty_media"
+
+
+class MediaTooLarge(MediaError):
+    code = "media_too_large"
+
+
+class UnsupportedMedia(MediaError):
+    """Recognised as a format we refuse (SVG, PDF, ZIP, ...) or not recognised at all."""
+
+    code = "unsupported_media"
+
+    def __init__(self, message: str, detected: str = "unknown") -> None:
+        super().__init__(message)
+        self.detected = detected
+
+
+class TooManyPixels(MediaError):
+    code = "too_many_pixels"
+
+
+class CorruptMedia(MediaError):
+    """Recognised and allowed, but truncated or corrupt: never hashed from half an image."""
+
+    code = "corrupt_media"
+
+
+class HashFormatError(HashmatchError):
+    """A hash in text form is malformed or names an unknown algorithm."""
+
+    code = "invalid_hash"
+
+
+class UnknownAlgorithm(HashFormatError):
+    code = "unknown_algorithm"
+
+
+class ConfigError(HashmatchError):
+    code = "invalid_config"
+
+
+class UnreadableFile(HashmatchError):
+    """A local file the CLI was asked to hash could not be read."""
+
+    code = "unreadable_file"

@@ -1,0 +1,226 @@
+"""Hash algorithms: what each is, how to compute it from a decoded image, text <-> bytes.
+
+``pdq`` is Meta's 256-bit perceptual hash (with a 0-100 quality), ``phash`` imagehash's 64-bit
+DCT hash, ``md5`` and ``sha256`` digests of the submitted bytes. One decode serves every
+perceptual algorithm requested; exact digests need no decode at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import numpy as np
+import pdqhash
+from PIL import Image
+
+from hashmatch.errors import HashFormatError, UnknownAlgorithm
+from hashmatch.media import DEFAULT_LIMITS, DecodedImage, MediaLimits, check_size, decode
+
+
+class Algorithm(StrEnum):
+    PDQ = "pdq"
+    PHASH = "phash"
+    MD5 = "md5"
+    SHA256 = "sha256"
+
+    @property
+    def bits(self) -> int:
+        return _BITS[self]
+
+    @property
+    def nbytes(self) -> int:
+        return _BITS[self] // 8
+
+    @property
+    def perceptual(self) -> bool:
+        return self in (Algorithm.PDQ, Algorithm.PHASH)
+
+
+_BITS: Final = {Algorithm.PDQ: 256, Algorithm.PHASH: 64, Algorithm.MD5: 128, Algorithm.SHA256: 256}
+
+#: Meta's cut-off: PDQ hashes of quality below this come from near-flat images and match
+#: unrelated near-flat images; they are computed and reported, flagged as low quality.
+PDQ_MIN_QUALITY: Final = 50
+
+DEFAULT_ALGORITHMS: Final = (Algorithm.PDQ, Algorithm.MD5)
+
+_HEX_DIGITS: Final = frozenset(string.hexdigits.lower())
+
+
+def parse_algorithm(name: str) -> Algorithm:
+    try:
+        return Algorithm(name.strip().lower())
+    except ValueError:
+        known = ", ".join(a.value for a in Algorithm)
+        raise UnknownAlgorithm(f"unknown algorithm {name!r}; known: {known}") from None
+
+
+def parse_algorithms(names: str | Iterable[str]) -> tuple[Algorithm, ...]:
+    """``"pdq,md5"`` or ``["pdq", "md5"]`` -> algorithms in the given order, without repeats."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    parsed = [parse_algorithm(item) for item in items if item.strip()]
+    if not parsed:
+        raise UnknownAlgorithm("no algorithm given")
+    return tuple(dict.fromkeys(parsed))
+
+
+@dataclass(frozen=True, slots=True)
+class Hash:
+    """One hash value. ``value`` holds the packed bits, most significant bit first."""
+
+    algorithm: Algorithm
+    value: bytes
+    quality: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.value) != self.algorithm.nbytes:
+            raise HashFormatError(
+                f"{self.algorithm} hash must be {self.algorithm.nbytes} bytes, "
+                f"got {len(self.value)}"
+            )
+
+    @property
+    def hex(self) -> str:
+        return self.value.hex()
+
+    @property
+    def low_quality(self) -> bool:
+        return self.quality is not None and self.quality < PDQ_MIN_QUALITY
+
+    @classmethod
+    def from_hex(cls, algorithm: Algorithm | str, text: str, quality: int | None = None) -> Hash:
+        """Parse lowercase or uppercase hex, validating length and alphabet."""
+        algo = algorithm if isinstance(algorithm, Algorithm) else parse_algorithm(algorithm)
+        cleaned = text.strip().lower()
+        expected = algo.nbytes * 2
+        if len(cleaned) != expected:
+            raise HashFormatError(f"{algo} hash must be {expected} hex digits, got {len(cleaned)}")
+        bad = sorted(set(cleaned) - _HEX_DIGITS)
+        if bad:
+            raise HashFormatError(f"{algo} hash has non-hex characters: {''.join(bad)!r}")
+        return cls(algo, bytes.fromhex(cleaned), quality)
+
+    def distance(self, other: Hash) -> int:
+        """Hamming distance; only defined between hashes of one algorithm."""
+        if other.algorithm is not self.algorithm:
+            raise HashFormatError(f"cannot compare {self.algorithm} with {other.algorithm}")
+        return (int.from_bytes(self.value, "big") ^ int.from_bytes(other.value, "big")).bit_count()
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def parse_hash(text: str, default_algorithm: Algorithm | None = None) -> Hash:
+    """``"pdq:<hex>"`` / ``"pdq <hex>"``, or bare hex when ``default_algorithm`` is given."""
+    stripped = text.strip()
+    for separator in (":", " ", "\t"):
+        name, found, value = stripped.partition(separator)
+        if found:
+            return Hash.from_hex(parse_algorithm(name), value)
+    if default_algorithm is None:
+        raise HashFormatError("hash must be written ALGORITHM:HEX, e.g. pdq:<64 hex digits>")
+    return Hash.from_hex(default_algorithm, stripped)
+
+
+# --- perceptual hashes over a decoded image ---------------------------------------------------
+
+
+class Variant(StrEnum):
+    """The 8 dihedral transforms of an image, named by what was done to the original."""
+
+    ORIGINAL = "original"
+    ROTATE_90 = "rotate90"
+    ROTATE_180 = "rotate180"
+    ROTATE_270 = "rotate270"
+    FLIP_VERTICAL = "flip_vertical"
+    FLIP_HORIZONTAL = "flip_horizontal"
+    TRANSPOSE = "transpose"
+    TRANSVERSE = "transverse"
+
+
+_VARIANT_TRANSPOSE: Final[dict[Variant, Image.Transpose | None]] = {
+    Variant.ORIGINAL: None,
+    Variant.ROTATE_90: Image.Transpose.ROTATE_90,
+    Variant.ROTATE_180: Image.Transpose.ROTATE_180,
+    Variant.ROTATE_270: Image.Transpose.ROTATE_270,
+    Variant.FLIP_VERTICAL: Image.Transpose.FLIP_TOP_BOTTOM,
+    Variant.FLIP_HORIZONTAL: Image.Transpose.FLIP_LEFT_RIGHT,
+    Variant.TRANSPOSE: Image.Transpose.TRANSPOSE,
+    Variant.TRANSVERSE: Image.Transpose.TRANSVERSE,
+}
+
+
+def _pdq_of_pixels(rgb: np.ndarray) -> Hash:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"PDQ needs uint8 RGB pixels (h, w, 3), got {rgb.dtype} {rgb.shape}")
+    bits, quality = pdqhash.compute(rgb)
+    packed = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+    return Hash(Algorithm.PDQ, packed, int(quality))
+
+
+def pdq(image: DecodedImage) -> Hash:
+    return _pdq_of_pixels(image.rgb_array())
+
+
+def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
+    """PDQ of all 8 dihedral transforms, each hashed from transposed pixels.
+
+    PDQ's own DCT-domain shortcut (``compute_dihedral``) lands up to ~18 bits away from the
+    hash of the actually rotated image because its filter grid is not symmetric; hashing the
+    transposed pixels lands within a bit or two, which is what a rotated upload produces.
+    """
+    variants: dict[Variant, Hash] = {}
+    for variant, method in _VARIANT_TRANSPOSE.items():
+        pixels = image.image if method is None else image.image.transpose(method)
+        variants[variant] = _pdq_of_pixels(np.asarray(pixels))
+    return variants
+
+
+def phash(image: DecodedImage) -> Hash:
+    """imagehash's ``phash`` (8x8 DCT bits of a 32x32 greyscale reduction)."""
+    import imagehash  # imported here: it pulls in scipy, which plain pdq/md5 runs never need
+
+    bits = imagehash.phash(image.image).hash
+    return Hash(Algorithm.PHASH, np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes())
+
+
+def digest(algorithm: Algorithm, data: bytes) -> Hash:
+    if algorithm is Algorithm.MD5:
+        return Hash(algorithm, hashlib.md5(data, usedforsecurity=False).digest())
+    if algorithm is Algorithm.SHA256:
+        return Hash(algorithm, hashlib.sha256(data).digest())
+    raise UnknownAlgorithm(f"{algorithm} is not a digest of the bytes")
+
+
+def hash_image(image: DecodedImage, algorithm: Algorithm) -> Hash:
+    if algorithm is Algorithm.PDQ:
+        return pdq(image)
+    if algorithm is Algorithm.PHASH:
+        return phash(image)
+    raise UnknownAlgorithm(f"{algorithm} is not computed from pixels")
+
+
+def hash_bytes(
+    data: bytes,
+    algorithms: Sequence[Algorithm] = DEFAULT_ALGORITHMS,
+    limits: MediaLimits = DEFAULT_LIMITS,
+) -> list[Hash]:
+    """Every requested hash of one file's bytes, decoding at most once.
+
+    Perceptual algorithms decode (and so validate) the image; digests alone do not decode.
+    """
+    check_size(len(data), limits)
+    decoded = decode(data, limits) if any(a.perceptual for a in algorithms) else None
+    hashes: list[Hash] = []
+    for algorithm in algorithms:
+        if algorithm.perceptual:
+            assert decoded is not None
+            hashes.append(hash_image(decoded, algorithm))
+        else:
+            hashes.append(digest(algorithm, data))
+    return hashes

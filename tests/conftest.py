@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """The team's shared data, beside the checkout (CI lays a copy there too)."""
+    override = os.environ.get("HASHMATCH_SHARED_DIR")
+    return Path(override) if override else REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def conformance() -> Path:
+    path = shared_dir() / "conformance" / "pdq"
+    assert (path / "expected.csv").is_file(), f"PDQ conformance data missing at {path}"
+    return path
+
+
+def natural_image(width: int = 800, height: int = 600, seed: int = 0) -> Image.Image:
+    """A deterministic photo-like RGB image: smooth gradients, shapes and mild noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    red = 128 + 90 * np.sin(x / (37 + seed) + y / 91)
+    green = 128 + 80 * np.cos(y / (53 + seed)) * np.sin(x / 140)
+    blue = 255 * (x + y) / (width + height)
+    pixels = np.stack([red, green, blue], axis=-1)
+    for _ in range(12):
+        cx, cy = rng.integers(0, width), rng.integers(0, height)
+        radius = rng.integers(min(width, height) // 20, min(width, height) // 5)
+        mask = (x - cx) ** 2 + (y - cy) ** 2 < radius**2
+        pixels[mask] = rng.integers(0, 256, size=3)
+    pixels += rng.normal(0, 4, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def encode(image: Image.Image, image_format: str = "JPEG", **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **params)
+    return buffer.getvalue()
