@@ -17,12 +17,13 @@ to 8 bits instead of clipped.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from hashmatch.errors import (
     CorruptMedia,
@@ -38,6 +39,11 @@ ALLOWED_FORMATS: Final = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 
 #: Long side of the image handed to the hashers: Meta's PDQ reference thumbnails to 512.
 HASH_SIDE: Final = 512
+
+# Pillow refuses a PNG text chunk that inflates past 1 MB, and real photos with long editing
+# histories in XMP exceed that. 32 MB a chunk, within Pillow's 64 MB for all text chunks of an
+# image, still bounds a text-chunk bomb.
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 32 * 1024 * 1024)
 
 
 @dataclass(frozen=True)
@@ -198,8 +204,9 @@ def decode(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> DecodedImage:
     check_size(len(data), limits)
     image_format = identify(data)
     with warnings.catch_warnings():
-        # Our own pixel cap below replaces Pillow's global decompression-bomb threshold.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Our own pixel cap replaces Pillow's decompression-bomb threshold, and Pillow's
+        # complaints about hostile metadata are not the caller's to see: errors are raised.
+        warnings.simplefilter("ignore")
         try:
             return _decode_checked(data, image_format, limits)
         except HashmatchError:
@@ -212,8 +219,12 @@ def decode(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> DecodedImage:
             raise CorruptMedia(f"{image_format} could not be decoded: {_reason(exc)}") from None
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    """The parser's complaint, stable from run to run (no object addresses), kept short."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip() or type(exc).__name__
     return text[:200]
 
 
@@ -227,12 +238,15 @@ def _decode_checked(data: bytes, image_format: str, limits: MediaLimits) -> Deco
             f"{image_format} of {width}x{height} = {width * height} pixels is over the limit "
             f"of {limits.max_pixels} pixels"
         )
-    orientation = _orientation(image)
     if image_format == "JPEG":
         _draft_jpeg(image)
     image = _expand_mode(image)
     image.thumbnail((HASH_SIDE, HASH_SIDE))
     image.load()
+    # Only now: a PNG may carry its EXIF after the pixel data, and reading it earlier would
+    # decode the pixels inside the EXIF lookup, where a decoding error must not be mistaken
+    # for a broken EXIF block.
+    orientation = _orientation(image)
     transpose = _ORIENTATION_TRANSPOSE.get(orientation)
     if transpose is not None:
         image = image.transpose(transpose)
