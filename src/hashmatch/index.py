@@ -1,0 +1,468 @@
+"""Exact Hamming range search over packed codes, with additions and removals in place.
+
+:class:`HammingIndex` returns every stored code within ``max_distance`` of a query, with its
+exact distance, and nothing else. It keeps two segments:
+
+- the *main* segment: codes sorted by id, indexed by multi-index hashing tables
+  (:mod:`hashmatch.mih`) once it is large enough, otherwise scanned flat;
+- the *delta* segment: codes added since the main segment was built, scanned flat.
+
+Removal clears a row's live flag; re-adding an id removes the old row first. When the delta
+grows past a limit, a compaction merges it into a new main segment, in a background thread for
+large indexes; removals made meanwhile are replayed onto the result, so search results never
+depend on whether compaction has run. Searches read one immutable snapshot reference and take
+no lock; writers serialise on a lock. Distances are computed by FAISS's SIMD Hamming kernels.
+
+:class:`ExactIndex` has the same interface for digests (md5, sha256): distance always 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import faiss
+import numpy as np
+
+from hashmatch.index_io import load_arrays, save_arrays
+from hashmatch.mih import Tables
+
+#: Below this many rows a flat SIMD scan beats the tables (and costs no memory).
+FLAT_ROWS = 32_768
+#: Rows added since the last build before a compaction is started.
+DELTA_LIMIT = 8_192
+#: Compactions of main segments up to this size run inline (they take milliseconds).
+INLINE_COMPACTION_ROWS = 262_144
+#: Relative cost of one table probe / one candidate versus one code in a flat scan.
+_PROBE_COST = 4.0
+_CANDIDATE_COST = 4.0
+
+SearchResult = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _check_codes(codes: object, nbytes: int, name: str = "codes") -> np.ndarray:
+    if not isinstance(codes, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, got {type(codes).__name__}")
+    if codes.dtype != np.uint8:
+        raise ValueError(f"{name} must have dtype uint8, got {codes.dtype}")
+    if codes.ndim != 2 or codes.shape[1] != nbytes:
+        raise ValueError(f"{name} must have shape (n, {nbytes}), got {codes.shape}")
+    if not codes.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use np.ascontiguousarray)")
+    return codes
+
+
+def _check_ids(ids: object, count: int | None = None) -> np.ndarray:
+    if not isinstance(ids, np.ndarray):
+        raise ValueError(f"ids must be a numpy array, got {type(ids).__name__}")
+    if ids.dtype != np.int64:
+        raise ValueError(f"ids must have dtype int64, got {ids.dtype}")
+    if ids.ndim != 1:
+        raise ValueError(f"ids must have shape (n,), got {ids.shape}")
+    if count is not None and ids.shape[0] != count:
+        raise ValueError(f"ids has {ids.shape[0]} entries but codes has {count} rows")
+    return ids
+
+
+def _check_distance(max_distance: object, bits: int) -> int:
+    if isinstance(max_distance, bool) or not isinstance(max_distance, int | np.integer):
+        raise ValueError(f"max_distance must be an integer, got {type(max_distance).__name__}")
+    if not 0 <= int(max_distance) <= bits:
+        raise ValueError(f"max_distance must be between 0 and {bits}, got {max_distance}")
+    return int(max_distance)
+
+
+def _empty_result(queries: int) -> SearchResult:
+    return np.zeros(queries + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+
+
+def _pack_results(per_query: list[tuple[np.ndarray, np.ndarray]]) -> SearchResult:
+    """[(ids, distances)] per query -> FAISS's (lims, distances, ids), each sorted by distance."""
+    lims = np.zeros(len(per_query) + 1, dtype=np.int64)
+    np.cumsum([ids.size for ids, _ in per_query], out=lims[1:])
+    if lims[-1] == 0:
+        return lims, np.empty(0, np.int32), np.empty(0, np.int64)
+    ids_out, dist_out = [], []
+    for ids, dists in per_query:
+        order = np.lexsort((ids, dists))
+        ids_out.append(ids[order])
+        dist_out.append(dists[order])
+    return lims, np.concatenate(dist_out).astype(np.int32), np.concatenate(ids_out)
+
+
+def _distances(query: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Hamming distance from one query (nbytes,) to every row of ``codes`` (n, nbytes)."""
+    out = np.empty(codes.shape[0], dtype=np.int32)
+    if codes.shape[0]:
+        faiss.hammings(  # type: ignore[attr-defined]  # missing from faiss's stubs
+            faiss.swig_ptr(query),
+            faiss.swig_ptr(codes),
+            1,
+            codes.shape[0],
+            codes.shape[1],
+            faiss.swig_ptr(out),
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """Rows of one segment. ``alive`` flips True -> False in place (removal); nothing else
+    changes once published, except that the delta appends rows beyond ``count``."""
+
+    codes: np.ndarray
+    ids: np.ndarray
+    alive: np.ndarray
+    count: int
+
+    @classmethod
+    def empty(cls, nbytes: int, capacity: int = 0) -> _Segment:
+        return cls(
+            np.zeros((capacity, nbytes), np.uint8),
+            np.zeros(capacity, np.int64),
+            np.zeros(capacity, bool),
+            0,
+        )
+
+
+@dataclass(frozen=True)
+class _State:
+    main: _Segment  # ids strictly increasing
+    tables: Tables | None
+    delta: _Segment
+    live: int
+
+
+class HammingIndex:
+    """Exact range search over ``bits``-bit codes (a multiple of 64), keyed by int64 ids."""
+
+    def __init__(self, bits: int, *, delta_limit: int = DELTA_LIMIT) -> None:
+        if bits <= 0 or bits % 64:
+            raise ValueError(f"bits must be a positive multiple of 64, got {bits}")
+        self.bits = bits
+        self.nbytes = bits // 8
+        self._delta_limit = delta_limit
+        self._lock = threading.Lock()
+        self._compacting: threading.Thread | None = None
+        self._removed_while_compacting: list[np.ndarray] = []
+        empty = _Segment.empty(self.nbytes)
+        self._state = _State(empty, None, empty, 0)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._state.live
+
+    def search(self, queries: np.ndarray, max_distance: int) -> SearchResult:
+        """Every stored code within ``max_distance`` (inclusive) of each query.
+
+        Returns ``(lims, distances, ids)``: the results of query ``i`` are
+        ``ids[lims[i]:lims[i+1]]`` at ``distances[lims[i]:lims[i+1]]``, closest first.
+        """
+        queries = _check_codes(queries, self.nbytes, "queries")
+        radius = _check_distance(max_distance, self.bits)
+        state = self._state
+        if state.live == 0:
+            return _empty_result(queries.shape[0])
+        use_tables = state.tables is not None and self._tables_pay_off(state.tables, radius)
+        per_query = []
+        for query in queries:
+            ids, dists = self._search_main(state, query, radius, use_tables)
+            delta_ids, delta_dists = self._search_flat(state.delta, query, radius)
+            if delta_ids.size:
+                ids = np.concatenate([ids, delta_ids])
+                dists = np.concatenate([dists, delta_dists])
+            per_query.append((ids, dists))
+        return _pack_results(per_query)
+
+    def _tables_pay_off(self, tables: Tables, radius: int) -> bool:
+        table_cost = _PROBE_COST * tables.probe_cost(
+            radius
+        ) + _CANDIDATE_COST * tables.expected_candidates(radius)
+        return table_cost < tables.rows
+
+    def _search_main(
+        self, state: _State, query: np.ndarray, radius: int, use_tables: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        main = state.main
+        if not use_tables or state.tables is None:
+            return self._search_flat(main, query, radius)
+        rows = state.tables.candidates(int.from_bytes(query.tobytes(), "big"), radius)
+        if rows.size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int32)
+        dists = _distances(query, np.take(main.codes, rows, axis=0))
+        hit = dists <= radius
+        rows, dists = rows[hit], dists[hit]
+        keep = main.alive[rows]
+        rows, dists = rows[keep].astype(np.int64), dists[keep]
+        rows, first = np.unique(rows, return_index=True)  # a row may be found by several tables
+        return main.ids[rows], dists[first]
+
+    @staticmethod
+    def _search_flat(
+        segment: _Segment, query: np.ndarray, radius: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if segment.count == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int32)
+        dists = _distances(query, segment.codes[: segment.count])
+        rows = np.flatnonzero((dists <= radius) & segment.alive[: segment.count])
+        return segment.ids[rows], dists[rows]
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        """Add codes under ids; an id already present is replaced."""
+        codes = _check_codes(codes, self.nbytes)
+        ids = _check_ids(ids, codes.shape[0])
+        if ids.size == 0:
+            return
+        if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            # Within one call the last occurrence of an id wins.
+            _, last = np.unique(ids[::-1], return_index=True)
+            keep = np.sort(ids.size - 1 - last)
+            ids, codes = ids[keep], np.take(codes, keep, axis=0)
+        with self._lock:
+            removed = self._remove_locked(ids)
+            state = self._state
+            delta = self._append(state.delta, ids, codes)
+            self._state = replace(state, delta=delta, live=state.live - removed + ids.size)
+            if delta.count >= self._delta_limit and self._compacting is None:
+                self._start_compaction()
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids (absent ones are ignored); returns how many were present."""
+        ids = _check_ids(ids)
+        if ids.size == 0:
+            return 0
+        with self._lock:
+            removed = self._remove_locked(np.unique(ids))
+            self._state = replace(self._state, live=self._state.live - removed)
+            return removed
+
+    def _remove_locked(self, ids: np.ndarray) -> int:
+        state = self._state
+        removed = 0
+        main = state.main
+        if main.count:
+            rows = np.minimum(np.searchsorted(main.ids[: main.count], ids), main.count - 1)
+            rows = rows[(main.ids[rows] == ids) & main.alive[rows]]
+            main.alive[rows] = False
+            removed += rows.size
+        delta = state.delta
+        if delta.count:
+            rows = np.flatnonzero(
+                delta.alive[: delta.count] & np.isin(delta.ids[: delta.count], ids)
+            )
+            delta.alive[rows] = False
+            removed += rows.size
+        if self._compacting is not None:
+            self._removed_while_compacting.append(ids.copy())
+        return removed
+
+    def _append(self, delta: _Segment, ids: np.ndarray, codes: np.ndarray) -> _Segment:
+        needed = delta.count + ids.size
+        if needed > delta.ids.size:
+            capacity = max(needed, 2 * delta.ids.size, 1024)
+            grown = _Segment.empty(self.nbytes, capacity)
+            grown.codes[: delta.count] = delta.codes[: delta.count]
+            grown.ids[: delta.count] = delta.ids[: delta.count]
+            grown.alive[: delta.count] = delta.alive[: delta.count]
+            delta = replace(grown, count=delta.count)
+        # Rows past ``count`` are invisible to searches until the new count is published.
+        delta.codes[delta.count : needed] = codes
+        delta.ids[delta.count : needed] = ids
+        delta.alive[delta.count : needed] = True
+        return replace(delta, count=needed)
+
+    # --- compaction -------------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Merge the delta into the main segment now and wait for it."""
+        with self._lock:
+            state = self._state
+            stale = state.delta.count > 0 or state.live < state.main.count
+            if self._compacting is None and stale:
+                self._start_compaction(inline=True)
+            thread = self._compacting
+        if thread is not None:
+            thread.join()
+
+    def wait_for_compaction(self) -> None:
+        thread = self._compacting
+        if thread is not None:
+            thread.join()
+
+    def _start_compaction(self, inline: bool = False) -> None:
+        snapshot = self._state
+        self._removed_while_compacting = []
+        if inline or snapshot.main.count <= INLINE_COMPACTION_ROWS:
+            self._compacting = None
+            self._install(self._merge(snapshot), snapshot)
+            return
+        thread = threading.Thread(
+            target=self._compact_in_background,
+            args=(snapshot,),
+            name="hashmatch-compaction",
+            daemon=True,
+        )
+        self._compacting = thread
+        thread.start()
+
+    def _compact_in_background(self, snapshot: _State) -> None:
+        merged = self._merge(snapshot)
+        with self._lock:
+            self._install(merged, snapshot)
+            self._compacting = None
+
+    def _merge(self, snapshot: _State) -> tuple[_Segment, Tables | None]:
+        main, delta = snapshot.main, snapshot.delta
+        main_rows = np.flatnonzero(main.alive[: main.count])
+        delta_rows = np.flatnonzero(delta.alive[: delta.count])
+        ids = np.concatenate([main.ids[main_rows], delta.ids[delta_rows]])
+        codes = np.concatenate(
+            [np.take(main.codes, main_rows, axis=0), np.take(delta.codes, delta_rows, axis=0)]
+        )
+        if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            order = np.argsort(ids, kind="stable")
+            ids, codes = ids[order], np.take(codes, order, axis=0)
+        merged = _Segment(codes, ids, np.ones(ids.size, bool), ids.size)
+        tables = Tables.build(merged.codes) if merged.count >= FLAT_ROWS else None
+        return merged, tables
+
+    def _install(self, merged: tuple[_Segment, Tables | None], snapshot: _State) -> None:
+        """Publish a merged main segment, carrying over what changed since ``snapshot``."""
+        main, tables = merged
+        for ids in self._removed_while_compacting:
+            rows = np.minimum(np.searchsorted(main.ids, ids), max(main.count - 1, 0))
+            if main.count:
+                main.alive[rows[main.ids[rows] == ids]] = False
+        self._removed_while_compacting = []
+        current = self._state.delta
+        carried = np.arange(snapshot.delta.count, current.count)
+        carried = carried[current.alive[carried]]
+        delta = self._append(
+            _Segment.empty(self.nbytes), current.ids[carried], current.codes[carried]
+        )
+        live = int(main.alive.sum()) + delta.count
+        self._state = _State(main, tables, delta, live)
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """Write the index to ``path`` atomically (main segment, tables, delta)."""
+        self.wait_for_compaction()
+        with self._lock:
+            state = self._state
+            main_rows = np.flatnonzero(state.main.alive[: state.main.count])
+            delta_rows = np.flatnonzero(state.delta.alive[: state.delta.count])
+            arrays: dict[str, np.ndarray] = {
+                "main_codes": state.main.codes,
+                "main_ids": state.main.ids,
+                "main_alive": state.main.alive,
+                "delta_codes": state.delta.codes[delta_rows],
+                "delta_ids": state.delta.ids[delta_rows],
+            }
+            if state.tables is not None:
+                arrays["perm"] = state.tables.perm
+                arrays["offsets"] = state.tables.offsets
+            meta = {
+                "kind": "hamming",
+                "bits": self.bits,
+                "live": int(main_rows.size + delta_rows.size),
+                "layout": None
+                if state.tables is None
+                else {
+                    "starts": list(state.tables.layout.starts),
+                    "widths": list(state.tables.layout.widths),
+                },
+            }
+        save_arrays(path, meta, arrays)
+
+    @classmethod
+    def load(cls, path: str) -> HammingIndex:
+        meta, arrays = load_arrays(path, kind="hamming")
+        index = cls(int(meta["bits"]))
+        main = _Segment(
+            arrays["main_codes"],
+            arrays["main_ids"],
+            arrays["main_alive"],
+            arrays["main_ids"].size,
+        )
+        tables = None
+        if meta["layout"] is not None:
+            tables = Tables.from_arrays(
+                index.bits, meta["layout"], main.count, arrays["perm"], arrays["offsets"]
+            )
+        index._state = _State(main, tables, _Segment.empty(index.nbytes), int(main.alive.sum()))
+        if arrays["delta_ids"].size:
+            index.add(arrays["delta_ids"], arrays["delta_codes"])
+        return index
+
+
+class ExactIndex:
+    """Exact lookup of digests (md5, sha256) behind :class:`HammingIndex`'s interface.
+
+    A dict from code bytes to the ids holding it; every result has distance 0.
+    """
+
+    def __init__(self, bits: int) -> None:
+        if bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+        self.bits = bits
+        self.nbytes = bits // 8
+        self._lock = threading.Lock()
+        self._ids_by_code: dict[bytes, frozenset[int]] = {}
+        self._code_by_id: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._code_by_id)
+
+    def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        codes = _check_codes(codes, self.nbytes)
+        ids = _check_ids(ids, codes.shape[0])
+        with self._lock:
+            for id_, code in zip(ids.tolist(), codes, strict=True):
+                self._discard(id_)
+                key = code.tobytes()
+                self._code_by_id[id_] = key
+                # Copy-on-write so that a concurrent search iterating the old set is unaffected.
+                self._ids_by_code[key] = self._ids_by_code.get(key, frozenset()) | {id_}
+
+    def remove(self, ids: np.ndarray) -> int:
+        ids = _check_ids(ids)
+        with self._lock:
+            return sum(self._discard(id_) for id_ in set(ids.tolist()))
+
+    def _discard(self, id_: int) -> bool:
+        key = self._code_by_id.pop(id_, None)
+        if key is None:
+            return False
+        remaining = self._ids_by_code[key] - {id_}
+        if remaining:
+            self._ids_by_code[key] = remaining
+        else:
+            del self._ids_by_code[key]
+        return True
+
+    def search(self, queries: np.ndarray, max_distance: int = 0) -> SearchResult:
+        queries = _check_codes(queries, self.nbytes, "queries")
+        _check_distance(max_distance, self.bits)
+        per_query = []
+        for query in queries:
+            found = np.fromiter(sorted(self._ids_by_code.get(query.tobytes(), ())), np.int64)
+            per_query.append((found, np.zeros(found.size, np.int32)))
+        return _pack_results(per_query)
+
+    def save(self, path: str) -> None:
+        with self._lock:
+            ids = np.fromiter(self._code_by_id, np.int64, len(self._code_by_id))
+            codes = np.frombuffer(b"".join(self._code_by_id.values()), np.uint8)
+        arrays: dict[str, np.ndarray] = {"ids": ids, "codes": codes.reshape(ids.size, self.nbytes)}
+        save_arrays(path, {"kind": "exact", "bits": self.bits}, arrays)
+
+    @classmethod
+    def load(cls, path: str) -> ExactIndex:
+        meta, arrays = load_arrays(path, kind="exact")
+        index = cls(int(meta["bits"]))
+        index.add(arrays["ids"], np.ascontiguousarray(arrays["codes"]))
+        return index
