@@ -33,9 +33,12 @@ FLAT_ROWS = 32_768
 DELTA_LIMIT = 8_192
 #: Compactions of main segments up to this size run inline (they take milliseconds).
 INLINE_COMPACTION_ROWS = 262_144
-#: Relative cost of one table probe / one candidate versus one code in a flat scan.
-_PROBE_COST = 4.0
-_CANDIDATE_COST = 4.0
+#: Queries searched together: their probes and candidates are gathered in one pass.
+_QUERY_CHUNK = 64
+#: Cost of one table probe / one verified candidate, in codes of a flat SIMD scan (both are
+#: cache misses; a flat scan streams). Measured with benchmarks/bench_index.py.
+_PROBE_COST = 20.0
+_CANDIDATE_COST = 20.0
 
 SearchResult = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -140,12 +143,12 @@ class HammingIndex:
         if bits <= 0 or bits % 64:
             raise ValueError(f"bits must be a positive multiple of 64, got {bits}")
         self.bits = bits
-        self.nbytes = bits // 8
+        self.code_size = bits // 8
         self._delta_limit = delta_limit
         self._lock = threading.Lock()
         self._compacting: threading.Thread | None = None
         self._removed_while_compacting: list[np.ndarray] = []
-        empty = _Segment.empty(self.nbytes)
+        empty = _Segment.empty(self.code_size)
         self._state = _State(empty, None, empty, 0)
 
     # --- reading ----------------------------------------------------------------------------
@@ -153,50 +156,75 @@ class HammingIndex:
     def __len__(self) -> int:
         return self._state.live
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the index's arrays (codes, ids, flags, tables, delta)."""
+        state = self._state
+        segments = (state.main, state.delta)
+        held = sum(s.codes.nbytes + s.ids.nbytes + s.alive.nbytes for s in segments)
+        return held + (state.tables.nbytes if state.tables is not None else 0)
+
     def search(self, queries: np.ndarray, max_distance: int) -> SearchResult:
         """Every stored code within ``max_distance`` (inclusive) of each query.
 
         Returns ``(lims, distances, ids)``: the results of query ``i`` are
         ``ids[lims[i]:lims[i+1]]`` at ``distances[lims[i]:lims[i+1]]``, closest first.
         """
-        queries = _check_codes(queries, self.nbytes, "queries")
+        queries = _check_codes(queries, self.code_size, "queries")
         radius = _check_distance(max_distance, self.bits)
         state = self._state
         if state.live == 0:
             return _empty_result(queries.shape[0])
-        use_tables = state.tables is not None and self._tables_pay_off(state.tables, radius)
-        per_query = []
-        for query in queries:
-            ids, dists = self._search_main(state, query, radius, use_tables)
-            delta_ids, delta_dists = self._search_flat(state.delta, query, radius)
-            if delta_ids.size:
-                ids = np.concatenate([ids, delta_ids])
-                dists = np.concatenate([dists, delta_dists])
-            per_query.append((ids, dists))
+        tables = state.tables
+        use_tables = tables is not None and self._tables_pay_off(tables, radius)
+        per_query: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, queries.shape[0], _QUERY_CHUNK):
+            chunk = queries[start : start + _QUERY_CHUNK]
+            if use_tables and tables is not None:
+                per_query.extend(self._search_tables(state.main, tables, chunk, radius))
+            else:
+                per_query.extend(self._search_flat(state.main, q, radius) for q in chunk)
+        if state.delta.count:
+            for i, query in enumerate(queries):
+                delta_ids, delta_dists = self._search_flat(state.delta, query, radius)
+                if delta_ids.size:
+                    main_ids, main_dists = per_query[i]
+                    per_query[i] = (
+                        np.concatenate([main_ids, delta_ids]),
+                        np.concatenate([main_dists, delta_dists]),
+                    )
         return _pack_results(per_query)
 
-    def _tables_pay_off(self, tables: Tables, radius: int) -> bool:
-        table_cost = _PROBE_COST * tables.probe_cost(
-            radius
-        ) + _CANDIDATE_COST * tables.expected_candidates(radius)
-        return table_cost < tables.rows
+    @staticmethod
+    def _tables_pay_off(tables: Tables, radius: int) -> bool:
+        return tables.cost(radius, _PROBE_COST, _CANDIDATE_COST) < tables.rows
 
-    def _search_main(
-        self, state: _State, query: np.ndarray, radius: int, use_tables: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        main = state.main
-        if not use_tables or state.tables is None:
-            return self._search_flat(main, query, radius)
-        rows = state.tables.candidates(int.from_bytes(query.tobytes(), "big"), radius)
-        if rows.size == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int32)
-        dists = _distances(query, np.take(main.codes, rows, axis=0))
-        hit = dists <= radius
-        rows, dists = rows[hit], dists[hit]
-        keep = main.alive[rows]
-        rows, dists = rows[keep].astype(np.int64), dists[keep]
-        rows, first = np.unique(rows, return_index=True)  # a row may be found by several tables
-        return main.ids[rows], dists[first]
+    @staticmethod
+    def _search_tables(
+        main: _Segment, tables: Tables, queries: np.ndarray, radius: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        values = [int.from_bytes(query.tobytes(), "big") for query in queries]
+        rows, bounds = tables.candidates(values, radius)
+        dists = np.empty(rows.size, dtype=np.int32)
+        candidate_codes = np.take(main.codes, rows, axis=0)
+        for i, query in enumerate(queries):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            dists[lo:hi] = _distances(query, candidate_codes[lo:hi])
+        hit = np.flatnonzero(dists <= radius)
+        hit = hit[main.alive[rows[hit]]]
+        if hit.size == 0:  # the common case: the upload matches nothing
+            return [(np.empty(0, np.int64), np.empty(0, np.int32))] * len(values)
+        owner = np.searchsorted(bounds, hit, side="right") - 1
+        # A row found by several tables counts once: unique over (query, row).
+        _, first = np.unique(owner * main.count + rows[hit], return_index=True)
+        owner, found_rows, found_dists = owner[first], rows[hit][first], dists[hit][first]
+        splits = np.searchsorted(owner, np.arange(1, len(values)))
+        return [
+            (main.ids[r], d)
+            for r, d in zip(
+                np.split(found_rows, splits), np.split(found_dists, splits), strict=True
+            )
+        ]
 
     @staticmethod
     def _search_flat(
@@ -212,7 +240,7 @@ class HammingIndex:
 
     def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
         """Add codes under ids; an id already present is replaced."""
-        codes = _check_codes(codes, self.nbytes)
+        codes = _check_codes(codes, self.code_size)
         ids = _check_ids(ids, codes.shape[0])
         if ids.size == 0:
             return
@@ -263,7 +291,7 @@ class HammingIndex:
         needed = delta.count + ids.size
         if needed > delta.ids.size:
             capacity = max(needed, 2 * delta.ids.size, 1024)
-            grown = _Segment.empty(self.nbytes, capacity)
+            grown = _Segment.empty(self.code_size, capacity)
             grown.codes[: delta.count] = delta.codes[: delta.count]
             grown.ids[: delta.count] = delta.ids[: delta.count]
             grown.alive[: delta.count] = delta.alive[: delta.count]
@@ -293,31 +321,43 @@ class HammingIndex:
             thread.join()
 
     def _start_compaction(self, inline: bool = False) -> None:
+        """Called with the lock held. Which rows are live is read here, under the lock: the
+        flags keep changing while a background merge runs, and those later removals are
+        replayed onto its result instead."""
         snapshot = self._state
+        main, delta = snapshot.main, snapshot.delta
+        live_rows = (
+            np.flatnonzero(main.alive[: main.count]),
+            np.flatnonzero(delta.alive[: delta.count]),
+        )
         self._removed_while_compacting = []
         if inline or snapshot.main.count <= INLINE_COMPACTION_ROWS:
             self._compacting = None
-            self._install(self._merge(snapshot), snapshot)
+            self._install(self._merge(snapshot, live_rows), snapshot)
             return
         thread = threading.Thread(
             target=self._compact_in_background,
-            args=(snapshot,),
+            args=(snapshot, live_rows),
             name="hashmatch-compaction",
             daemon=True,
         )
         self._compacting = thread
         thread.start()
 
-    def _compact_in_background(self, snapshot: _State) -> None:
-        merged = self._merge(snapshot)
+    def _compact_in_background(
+        self, snapshot: _State, live_rows: tuple[np.ndarray, np.ndarray]
+    ) -> None:
+        merged = self._merge(snapshot, live_rows)
         with self._lock:
             self._install(merged, snapshot)
             self._compacting = None
 
-    def _merge(self, snapshot: _State) -> tuple[_Segment, Tables | None]:
+    @staticmethod
+    def _merge(
+        snapshot: _State, live_rows: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[_Segment, Tables | None]:
         main, delta = snapshot.main, snapshot.delta
-        main_rows = np.flatnonzero(main.alive[: main.count])
-        delta_rows = np.flatnonzero(delta.alive[: delta.count])
+        main_rows, delta_rows = live_rows
         ids = np.concatenate([main.ids[main_rows], delta.ids[delta_rows]])
         codes = np.concatenate(
             [np.take(main.codes, main_rows, axis=0), np.take(delta.codes, delta_rows, axis=0)]
@@ -341,7 +381,7 @@ class HammingIndex:
         carried = np.arange(snapshot.delta.count, current.count)
         carried = carried[current.alive[carried]]
         delta = self._append(
-            _Segment.empty(self.nbytes), current.ids[carried], current.codes[carried]
+            _Segment.empty(self.code_size), current.ids[carried], current.codes[carried]
         )
         live = int(main.alive.sum()) + delta.count
         self._state = _State(main, tables, delta, live)
@@ -393,7 +433,7 @@ class HammingIndex:
             tables = Tables.from_arrays(
                 index.bits, meta["layout"], main.count, arrays["perm"], arrays["offsets"]
             )
-        index._state = _State(main, tables, _Segment.empty(index.nbytes), int(main.alive.sum()))
+        index._state = _State(main, tables, _Segment.empty(index.code_size), int(main.alive.sum()))
         if arrays["delta_ids"].size:
             index.add(arrays["delta_ids"], arrays["delta_codes"])
         return index
@@ -409,7 +449,7 @@ class ExactIndex:
         if bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
         self.bits = bits
-        self.nbytes = bits // 8
+        self.code_size = bits // 8
         self._lock = threading.Lock()
         self._ids_by_code: dict[bytes, frozenset[int]] = {}
         self._code_by_id: dict[int, bytes] = {}
@@ -418,7 +458,7 @@ class ExactIndex:
         return len(self._code_by_id)
 
     def add(self, ids: np.ndarray, codes: np.ndarray) -> None:
-        codes = _check_codes(codes, self.nbytes)
+        codes = _check_codes(codes, self.code_size)
         ids = _check_ids(ids, codes.shape[0])
         with self._lock:
             for id_, code in zip(ids.tolist(), codes, strict=True):
@@ -445,7 +485,7 @@ class ExactIndex:
         return True
 
     def search(self, queries: np.ndarray, max_distance: int = 0) -> SearchResult:
-        queries = _check_codes(queries, self.nbytes, "queries")
+        queries = _check_codes(queries, self.code_size, "queries")
         _check_distance(max_distance, self.bits)
         per_query = []
         for query in queries:
@@ -457,7 +497,10 @@ class ExactIndex:
         with self._lock:
             ids = np.fromiter(self._code_by_id, np.int64, len(self._code_by_id))
             codes = np.frombuffer(b"".join(self._code_by_id.values()), np.uint8)
-        arrays: dict[str, np.ndarray] = {"ids": ids, "codes": codes.reshape(ids.size, self.nbytes)}
+        arrays: dict[str, np.ndarray] = {
+            "ids": ids,
+            "codes": codes.reshape(ids.size, self.code_size),
+        }
         save_arrays(path, {"kind": "exact", "bits": self.bits}, arrays)
 
     @classmethod

@@ -87,7 +87,7 @@ def load_arrays(
                 raise ValueError(f"{source}: unexpected array {entry['name']!r}")
             count = math.prod(shape)
             nbytes = count * np.dtype(dtype).itemsize
-            if nbytes != entry["nbytes"] or entry["offset"] + nbytes > size:
+            if nbytes != entry["nbytes"] or (nbytes and entry["offset"] + nbytes > size):
                 raise ValueError(f"{source}: array {entry['name']!r} is truncated")
             f.seek(entry["offset"])
             arrays[entry["name"]] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)

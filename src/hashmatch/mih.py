@@ -195,23 +195,33 @@ class Tables:
             dtype=np.int64,
         )
 
-    def candidates(self, query_value: int, max_distance: int) -> np.ndarray:
-        """Rows (uint32) that may lie within ``max_distance``, with repeats; a superset of the
-        answer."""
+    def candidates(
+        self, query_values: list[int], max_distance: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows that may lie within ``max_distance`` of each query: a superset of the answer.
+
+        Returns ``(rows, bounds)``: the candidates of query ``i`` are ``rows[bounds[i]:
+        bounds[i+1]]`` (uint32, with repeats when several tables find the same row).
+        """
         plan = self.plan(max_distance)
-        keys = self.query_keys(query_value)[plan.table_of_probe] ^ plan.masks
+        query_keys = np.stack([self.query_keys(value) for value in query_values])
+        keys = query_keys[:, plan.table_of_probe] ^ plan.masks
         keys += plan.bases
+        keys = keys.ravel()
         starts = self.offsets[keys].astype(np.int64)
-        lengths = self.offsets[keys + 1].astype(np.int64) - starts
+        lengths = self.offsets[keys + 1].astype(np.int64)
+        lengths -= starts
+        bounds = np.zeros(len(query_values) + 1, dtype=np.int64)
+        np.cumsum(lengths.reshape(len(query_values), plan.probes).sum(axis=1), out=bounds[1:])
+        total = int(bounds[-1])
+        if total == 0:
+            return np.empty(0, dtype=np.uint32), bounds
         nonempty = lengths > 0
         starts, lengths = starts[nonempty], lengths[nonempty]
-        total = int(lengths.sum())
-        if total == 0:
-            return np.empty(0, dtype=np.uint32)
         ends = np.cumsum(lengths)
         positions = np.repeat(starts - (ends - lengths), lengths)
         positions += np.arange(total, dtype=np.int64)
-        return np.take(self.perm, positions)
+        return np.take(self.perm, positions), bounds
 
     @property
     def nbytes(self) -> int:
