@@ -25,8 +25,6 @@ import numpy as np
 
 from hashmatch.index import HammingIndex
 
-_KEEP_ALIVE: list[object] = []
-
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -238,8 +236,7 @@ def _hma(codes: np.ndarray, ids: np.ndarray, bits: int, radius: int) -> faiss.In
     inner = faiss.IndexBinaryMultiHash(bits, nhash, 16)
     inner.nflip = radius // nhash
     index = faiss.IndexBinaryIDMap2(inner)
-    index.add_with_ids(codes, ids)
-    _KEEP_ALIVE.append(inner)  # the wrapper does not own the inner index on the Python side
+    index.add_with_ids(codes, ids)  # faiss's wrapper keeps a reference to ``inner``
     return index
 
 
