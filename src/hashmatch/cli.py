@@ -18,9 +18,13 @@ from hashmatch import __version__
 from hashmatch.config import Settings
 from hashmatch.errors import (
     ConfigError,
+    Conflict,
+    HashFormatError,
     HashmatchError,
+    ImportRejected,
+    InvalidList,
     MediaError,
-    UnknownAlgorithm,
+    NotFound,
     UnreadableFile,
 )
 
@@ -30,7 +34,11 @@ EXIT_USAGE: Final = 2  # argparse's own status for bad arguments
 
 #: Domain errors that end a command, by exit status (sysexits.h where one fits).
 EXIT_CODES: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
-    (UnknownAlgorithm, EXIT_USAGE),
+    (HashFormatError, EXIT_USAGE),
+    (InvalidList, EXIT_USAGE),
+    (NotFound, 66),  # EX_NOINPUT
+    (Conflict, 73),  # EX_CANTCREAT
+    (ImportRejected, 65),  # EX_DATAERR
     (ConfigError, 78),  # EX_CONFIG
     (UnreadableFile, 66),  # EX_NOINPUT
     (MediaError, 65),  # EX_DATAERR
@@ -195,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, help="port (HASHMATCH_PORT, default 8000)")
     serve_cmd.add_argument("--data-dir", type=Path, help="data directory (HASHMATCH_DATA_DIR)")
     serve_cmd.set_defaults(handler=_cmd_serve)
+
+    from hashmatch.cli_lists import add_commands
+
+    actor = argparse.ArgumentParser(add_help=False)
+    actor.add_argument("--actor", help="who is acting, for the audit log (default: cli:USER)")
+    add_commands(commands, actor)
     return parser
 
 

@@ -7,6 +7,8 @@ Every error the cores raise is a :class:`HashmatchError` with a stable machine-r
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HashmatchError(Exception):
     """Base of every error hashmatch raises on purpose."""
@@ -73,3 +75,29 @@ class UnreadableFile(HashmatchError):
     """A local file the CLI was asked to hash could not be read."""
 
     code = "unreadable_file"
+
+
+class StoreError(HashmatchError):
+    code = "store_error"
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class Conflict(StoreError):
+    code = "conflict"
+
+
+class InvalidList(StoreError):
+    code = "invalid_list"
+
+
+class ImportRejected(StoreError):
+    """A strict import met bad rows: nothing was written."""
+
+    code = "import_rejected"
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report

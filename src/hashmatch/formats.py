@@ -102,3 +102,54 @@ def render(records: Iterable[Record], output_format: Format) -> str:
     buffer = io.StringIO()
     RecordWriter(buffer, output_format).write_all(records)
     return buffer.getvalue()
+
+
+EXPORT_CSV_COLUMNS: Final = ("algorithm", "hash", "reference", "labels", "added_at", "withdrawn_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    """One list entry as exported: what ``lists import`` reads back."""
+
+    hash: Hash
+    reference: str | None
+    labels: tuple[str, ...]
+    added_at: str
+    withdrawn_at: str | None = None
+
+
+class ExportWriter:
+    """List entries out, in a form ``hashmatch lists import`` reads back unchanged."""
+
+    def __init__(self, stream: TextIO, output_format: Format) -> None:
+        self._stream = stream
+        self._format = output_format
+        self._csv: csv.DictWriter[str] | None = None
+        if output_format is Format.CSV:
+            self._csv = csv.DictWriter(stream, fieldnames=EXPORT_CSV_COLUMNS, lineterminator="\n")
+            self._csv.writeheader()
+
+    def write(self, row: ExportRow) -> None:
+        record = {
+            "algorithm": row.hash.algorithm.value,
+            "hash": row.hash.hex,
+            "reference": row.reference,
+            "labels": list(row.labels),
+            "added_at": row.added_at,
+            "withdrawn_at": row.withdrawn_at,
+        }
+        if self._format is Format.JSONL:
+            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self._format is Format.CSV:
+            assert self._csv is not None
+            self._csv.writerow(
+                {
+                    **record,
+                    "reference": row.reference or "",
+                    "labels": ";".join(row.labels),
+                    "withdrawn_at": row.withdrawn_at or "",
+                }
+            )
+        else:
+            reference = f" {row.reference}" if row.reference else ""
+            self._stream.write(f"{row.hash.algorithm} {row.hash.hex}{reference}\n")

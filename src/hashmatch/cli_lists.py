@@ -1,0 +1,289 @@
+"""``hashmatch lists ...``, ``hashmatch match`` and ``hashmatch audit``: the store from a shell.
+
+Each command opens the store the settings name (SQLite in the data directory unless
+``HASHMATCH_DATABASE_URL`` is set), does one thing and prints JSON or a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from hashmatch.config import Settings
+from hashmatch.errors import ImportRejected
+
+if TYPE_CHECKING:
+    from hashmatch.store import Store
+
+
+def _store(settings: Settings) -> Store:
+    # Imported here: `hashmatch hash` builds this parser too and must not load SQLAlchemy.
+    from hashmatch.store import Store, database_url
+
+    return Store.open(database_url(settings.data_dir, settings.database_url))
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.actor:
+        return str(args.actor)
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+@contextlib.contextmanager
+def _input(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    with Path(path).open("rb") as stream:
+        yield stream
+
+
+class _CountingReader:
+    """Passes reads through and advances a progress bar by the bytes read."""
+
+    def __init__(self, stream: BinaryIO, progress: Any) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._progress.update(len(data))
+        return data
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    thresholds = {
+        name: value
+        for name, value in (("pdq", args.pdq_threshold), ("phash", args.phash_threshold))
+        if value is not None
+    }
+    info = _store(settings).create_list(
+        args.name,
+        owner=args.owner,
+        category=args.category,
+        actor=_actor(args),
+        kind=args.kind,
+        source=args.source,
+        jurisdiction=args.jurisdiction,
+        description=args.description,
+        thresholds=thresholds,
+        shared_with=args.share or (),
+    )
+    _print_json(info.as_dict())
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    infos = store.lists()
+    if args.json:
+        _print_json([info.as_dict() for info in infos])
+        return 0
+    print(f"{'NAME':<24} {'KIND':<6} {'CATEGORY':<10} {'OWNER':<16} {'ENABLED':<7} JURISDICTION")
+    for info in infos:
+        print(
+            f"{info.name:<24} {info.kind:<6} {info.category:<10} {info.owner:<16} "
+            f"{'yes' if info.enabled else 'no':<7} {info.jurisdiction}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    info = store.get_list(args.name)
+    live = sum(1 for _ in store.entries(args.name))
+    _print_json({**info.as_dict(), "live_entries": live})
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.formats_in import InputFormat, read_hash_set
+    from hashmatch.hashing import parse_algorithm
+
+    store = _store(settings)
+    store.get_list(args.name)  # fail before reading a byte of a large file
+    input_format = InputFormat(args.format) if args.format else None
+    algorithm = parse_algorithm(args.algorithm) if args.algorithm else None
+    with _input(args.file) as raw, _bytes_progress(args.file) as progress:
+        stream: Any = raw if progress is None else _CountingReader(raw, progress)
+        rows = read_hash_set(stream, input_format=input_format, default_algorithm=algorithm)
+        try:
+            report = store.import_rows(args.name, rows, actor=_actor(args), strict=args.strict)
+        except ImportRejected as rejected:
+            if rejected.report is not None:
+                _print_json(rejected.report.as_dict())
+            raise
+    _print_json(report.as_dict())
+    return 0
+
+
+@contextlib.contextmanager
+def _bytes_progress(path: str) -> Iterator[Any]:
+    if path == "-" or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(
+        total=Path(path).stat().st_size,
+        unit="B",
+        unit_scale=True,
+        desc="importing",
+        file=sys.stderr,
+    ) as bar:
+        yield bar
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.formats import ExportRow, ExportWriter, Format
+
+    store = _store(settings)
+    entries = store.entries(args.name, include_withdrawn=args.include_withdrawn)
+    with contextlib.ExitStack() as stack:
+        stream = sys.stdout
+        if args.output and args.output != "-":
+            stream = stack.enter_context(Path(args.output).open("w", encoding="utf-8"))
+        writer = ExportWriter(stream, Format(args.format))
+        for entry in entries:
+            writer.write(
+                ExportRow(
+                    entry.hash,
+                    entry.reference,
+                    entry.labels,
+                    entry.added_at.isoformat(),
+                    entry.withdrawn_at.isoformat() if entry.withdrawn_at else None,
+                )
+            )
+    return 0
+
+
+def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.formats_in import HashRow, RowError, read_hash_set
+    from hashmatch.hashing import parse_hash
+
+    hashes = [parse_hash(text) for text in args.hash or ()]
+    references = list(args.reference or ())
+    if args.file:
+        with _input(args.file) as stream:
+            for row in read_hash_set(stream):
+                if isinstance(row, RowError):
+                    raise ImportRejected(f"line {row.line}: {row.reason}; nothing withdrawn")
+                assert isinstance(row, HashRow)
+                hashes.append(row.hash)
+    if not hashes and not references:
+        raise ImportRejected("name what to withdraw: --reference, --hash or --file")
+    count = _store(settings).withdraw(
+        args.name, actor=_actor(args), reason=args.reason, references=references, hashes=hashes
+    )
+    _print_json({"list": args.name, "withdrawn": count})
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    _print_json(_store(settings).audit_log(args.list, limit=args.limit))
+    return 0
+
+
+def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.hashing import Algorithm, hash_bytes, parse_hash
+    from hashmatch.matcher import Matcher
+
+    matcher = Matcher(_store(settings), settings.data_dir / "snapshots")
+    matcher.load()
+    queries: list[tuple[str, Any]] = [(text, [parse_hash(text)]) for text in args.hash or ()]
+    for path in args.paths:
+        data = Path(path).read_bytes()
+        queries.append((path, hash_bytes(data, list(Algorithm), settings.media_limits)))
+    lists = args.lists.split(",") if args.lists else None
+    results: list[dict[str, Any]] = []
+    for label, hashes in queries:
+        found = [m for per_hash in matcher.match(hashes, lists=lists) for m in per_hash]
+        results.append(
+            {"query": label, "match": bool(found), "matches": [m.as_dict() for m in found]}
+        )
+    if args.json:
+        _print_json(results)
+    else:
+        for result in results:
+            verdict = "MATCH" if result["match"] else "no match"
+            print(f"{verdict:<8} {result['query']}")
+            for m in result["matches"]:
+                print(
+                    f"         {m['list']} {m['algorithm']} distance={m['distance']} "
+                    f"entry={m['entry_id']} reference={m['reference']}"
+                )
+    return 0
+
+
+def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
+    lists_cmd = commands.add_parser("lists", help="create, import, export and withdraw lists")
+    sub = lists_cmd.add_subparsers(dest="lists_command", required=True, metavar="COMMAND")
+
+    create = sub.add_parser("create", parents=[actor_parent], help="create a list")
+    create.add_argument("name")
+    create.add_argument("--category", required=True, help="csam, ncii, other, ...")
+    create.add_argument("--source", default="", help="who supplied the hashes")
+    create.add_argument("--jurisdiction", default="", help="e.g. TW, KR")
+    create.add_argument("--kind", choices=["block", "allow"], default="block")
+    create.add_argument("--description", default="")
+    create.add_argument("--owner", default="local", help="owning organisation")
+    create.add_argument("--share", action="append", help="organisation that may match it")
+    create.add_argument("--pdq-threshold", type=int)
+    create.add_argument("--phash-threshold", type=int)
+    create.set_defaults(handler=cmd_create)
+
+    ls = sub.add_parser("ls", help="list the lists")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_ls)
+
+    show = sub.add_parser("show", help="one list's settings and size")
+    show.add_argument("name")
+    show.set_defaults(handler=cmd_show)
+
+    imp = sub.add_parser("import", parents=[actor_parent], help="import a hash-set file")
+    imp.add_argument("name")
+    imp.add_argument("file", help="a file, or - for standard input")
+    imp.add_argument("--format", choices=["csv", "jsonl", "tx"], help="default: detected")
+    imp.add_argument("--algorithm", help="for bare hex lines")
+    imp.add_argument("--strict", action="store_true", help="import nothing if any row is bad")
+    imp.set_defaults(handler=cmd_import)
+
+    exp = sub.add_parser("export", help="export a list's entries")
+    exp.add_argument("name")
+    exp.add_argument("--format", choices=["csv", "jsonl", "tx"], default="csv")
+    exp.add_argument("-o", "--output")
+    exp.add_argument("--include-withdrawn", action="store_true")
+    exp.set_defaults(handler=cmd_export)
+
+    wd = sub.add_parser("withdraw", parents=[actor_parent], help="withdraw entries")
+    wd.add_argument("name")
+    wd.add_argument("--reference", action="append", help="the source's reference id")
+    wd.add_argument("--hash", action="append", help="ALG:HEX")
+    wd.add_argument("--file", help="a hash-set file of hashes to withdraw")
+    wd.add_argument("--reason", required=True)
+    wd.set_defaults(handler=cmd_withdraw)
+
+    match = commands.add_parser("match", help="match local files or hashes against the lists")
+    match.add_argument("paths", nargs="*", metavar="PATH")
+    match.add_argument("--hash", action="append", help="ALG:HEX")
+    match.add_argument("--lists", help="comma-separated list names")
+    match.add_argument("--json", action="store_true")
+    match.set_defaults(handler=cmd_match)
+
+    audit_cmd = commands.add_parser("audit", help="who changed what")
+    audit_cmd.add_argument("--list")
+    audit_cmd.add_argument("--limit", type=int, default=100)
+    audit_cmd.set_defaults(handler=cmd_audit)

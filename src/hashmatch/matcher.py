@@ -1,0 +1,331 @@
+"""The live matching state: one exact index per algorithm plus entry metadata, kept in sync
+with the database's change log.
+
+A query never touches the database: hashes go to the in-memory indexes, and what a hit needs
+(list, reference, labels) is held beside them. A follower thread tails the change log from the
+cursor the state reflects and applies additions and withdrawals in place, so a change made
+through any replica is matched everywhere within a poll interval. Snapshots (the indexes, the
+metadata and their cursor) let a restart load fast and replay only the tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from hashmatch.hashing import Algorithm, Hash
+from hashmatch.index import ExactIndex, HammingIndex
+from hashmatch.store import EntryRow, ListInfo, Store
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_VERSION: Final = 1
+DEFAULT_POLL_SECONDS: Final = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMeta:
+    list_id: int
+    algorithm: Algorithm
+    reference: str | None
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    list: str
+    kind: str
+    category: str
+    entry_id: int
+    reference: str | None
+    labels: tuple[str, ...]
+    algorithm: Algorithm
+    distance: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "list": self.list,
+            "kind": self.kind,
+            "category": self.category,
+            "entry_id": self.entry_id,
+            "reference": self.reference,
+            "labels": list(self.labels),
+            "algorithm": self.algorithm.value,
+            "distance": self.distance,
+        }
+
+
+def _new_index(algorithm: Algorithm) -> HammingIndex | ExactIndex:
+    return HammingIndex(algorithm.bits) if algorithm.perceptual else ExactIndex(algorithm.bits)
+
+
+class Matcher:
+    def __init__(self, store: Store, snapshot_dir: Path | None = None) -> None:
+        self.store = store
+        self.snapshot_dir = snapshot_dir
+        self.cursor = 0
+        self._indexes = {algorithm: _new_index(algorithm) for algorithm in Algorithm}
+        self._entries: dict[int, EntryMeta] = {}
+        self._lists: dict[int, ListInfo] = {}
+        self._lists_by_name: dict[str, ListInfo] = {}
+        self._apply_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.last_refresh = 0.0
+
+    # --- loading ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Fill the state from the latest snapshot (if any), then catch up with the log."""
+        with self._apply_lock:
+            if not self._load_snapshot():
+                self._load_from_database()
+        self.refresh()
+
+    def _load_from_database(self) -> None:
+        cursor = self.store.latest_cursor()
+        self._reload_lists()
+        batches: dict[Algorithm, tuple[list[int], list[bytes]]] = {a: ([], []) for a in Algorithm}
+        for entry in self.store.live_entries(upto_cursor=cursor):
+            ids, codes = batches[entry.hash.algorithm]
+            ids.append(entry.id)
+            codes.append(entry.hash.value)
+            self._entries[entry.id] = _meta(entry)
+        for algorithm, (ids, codes) in batches.items():
+            if ids:
+                self._indexes[algorithm].add(*_arrays(algorithm, ids, codes))
+            index = self._indexes[algorithm]
+            if isinstance(index, HammingIndex):
+                index.compact()
+        self.cursor = cursor
+
+    def _reload_lists(self) -> None:
+        infos = self.store.lists()
+        self._lists = {info.id: info for info in infos}
+        self._lists_by_name = {info.name: info for info in infos}
+
+    # --- following the change log -----------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Apply every change committed after our cursor; returns how many were applied."""
+        applied = 0
+        with self._apply_lock:
+            while True:
+                changes = self.store.changes_after(self.cursor, limit=1000)
+                if not changes:
+                    break
+                for change in changes:
+                    if change.kind == "add":
+                        self._add(self.store.entries_added_by(change.cursor))
+                    elif change.kind == "withdraw":
+                        self._withdraw(self.store.entries_withdrawn_by(change.cursor))
+                    else:
+                        self._reload_lists()
+                    self.cursor = change.cursor
+                    applied += 1
+        self.last_refresh = time.monotonic()
+        return applied
+
+    def _add(self, rows: Sequence[EntryRow]) -> None:
+        if not rows:
+            return
+        if any(row.list_id not in self._lists for row in rows):
+            self._reload_lists()
+        for algorithm in Algorithm:
+            chosen = [row for row in rows if row.hash.algorithm is algorithm]
+            if chosen:
+                ids = [row.id for row in chosen]
+                codes = [row.hash.value for row in chosen]
+                self._indexes[algorithm].add(*_arrays(algorithm, ids, codes))
+                for row in chosen:
+                    self._entries[row.id] = _meta(row)
+
+    def _withdraw(self, entry_ids: Sequence[int]) -> None:
+        if not entry_ids:
+            return
+        ids = np.asarray(entry_ids, dtype=np.int64)
+        for index in self._indexes.values():
+            index.remove(ids)
+        for entry_id in entry_ids:
+            self._entries.pop(entry_id, None)
+
+    def start(self, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+        """Follow the change log in a background thread."""
+        if self._follower is not None:
+            return
+        self._stop.clear()
+        self._follower = threading.Thread(
+            target=self._follow, args=(poll_seconds,), name="hashmatch-follower", daemon=True
+        )
+        self._follower.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=10)
+            self._follower = None
+
+    def _follow(self, poll_seconds: float) -> None:
+        while not self._stop.wait(poll_seconds):
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("change-log refresh failed; retrying")
+
+    # --- matching ---------------------------------------------------------------------------
+
+    def lists(self) -> list[ListInfo]:
+        return list(self._lists_by_name.values())
+
+    def size(self, algorithm: Algorithm) -> int:
+        return len(self._indexes[algorithm])
+
+    def match(
+        self,
+        hashes: Sequence[Hash],
+        *,
+        lists: Iterable[str] | None = None,
+        max_distance: int | None = None,
+    ) -> list[list[Match]]:
+        """Matches of each hash, closest first, within each list's own threshold.
+
+        ``max_distance`` can only tighten a list's threshold; ``lists`` restricts the lists
+        searched. Disabled lists and withdrawn entries never match.
+        """
+        allowed = None if lists is None else set(lists)
+        results: list[list[Match]] = [[] for _ in hashes]
+        for algorithm in Algorithm:
+            positions = [i for i, h in enumerate(hashes) if h.algorithm is algorithm]
+            if not positions:
+                continue
+            radius = self._search_radius(algorithm, allowed, max_distance)
+            if radius is None:
+                continue
+            queries = np.frombuffer(
+                b"".join(hashes[i].value for i in positions), dtype=np.uint8
+            ).reshape(len(positions), algorithm.nbytes)
+            lims, distances, ids = self._indexes[algorithm].search(queries, radius)
+            for slot, position in enumerate(positions):
+                for k in range(int(lims[slot]), int(lims[slot + 1])):
+                    found = self._hit(
+                        int(ids[k]), int(distances[k]), algorithm, allowed, max_distance
+                    )
+                    if found is not None:
+                        results[position].append(found)
+        return results
+
+    def _search_radius(
+        self, algorithm: Algorithm, allowed: set[str] | None, max_distance: int | None
+    ) -> int | None:
+        if not algorithm.perceptual:
+            return 0
+        thresholds = [
+            info.thresholds.get(algorithm.value, 0)
+            for info in self._lists.values()
+            if info.enabled and (allowed is None or info.name in allowed)
+        ]
+        if not thresholds:
+            return None
+        radius = max(thresholds)
+        return radius if max_distance is None else min(radius, max_distance)
+
+    def _hit(
+        self,
+        entry_id: int,
+        distance: int,
+        algorithm: Algorithm,
+        allowed: set[str] | None,
+        max_distance: int | None,
+    ) -> Match | None:
+        meta = self._entries.get(entry_id)
+        info = self._lists.get(meta.list_id) if meta is not None else None
+        if meta is None or info is None or not info.enabled:
+            return None
+        if allowed is not None and info.name not in allowed:
+            return None
+        threshold = info.thresholds.get(algorithm.value, 0) if algorithm.perceptual else 0
+        if max_distance is not None:
+            threshold = min(threshold, max_distance)
+        if distance > threshold:
+            return None
+        return Match(
+            info.name,
+            info.kind,
+            info.category,
+            entry_id,
+            meta.reference,
+            meta.labels,
+            algorithm,
+            distance,
+        )
+
+    # --- snapshots --------------------------------------------------------------------------
+
+    def save_snapshot(self) -> Path | None:
+        """Write the indexes, metadata and cursor; returns the snapshot folder."""
+        if self.snapshot_dir is None:
+            return None
+        with self._apply_lock:
+            folder = self.snapshot_dir / f"snapshot-{self.cursor:012d}"
+            staging = self.snapshot_dir / f".staging-{self.cursor:012d}"
+            staging.mkdir(parents=True, exist_ok=True)
+            for algorithm, index in self._indexes.items():
+                index.save(str(staging / f"{algorithm.value}.index"))
+            with (staging / "entries.pickle").open("wb") as f:
+                pickle.dump(self._entries, f, protocol=pickle.HIGHEST_PROTOCOL)
+            manifest = {"version": SNAPSHOT_VERSION, "cursor": self.cursor}
+            (staging / "manifest.json").write_text(json.dumps(manifest))
+            staging.replace(folder)
+        for old in sorted(self.snapshot_dir.glob("snapshot-*"))[:-2]:
+            _remove_tree(old)
+        return folder
+
+    def _load_snapshot(self) -> bool:
+        if self.snapshot_dir is None or not self.snapshot_dir.is_dir():
+            return False
+        for folder in sorted(self.snapshot_dir.glob("snapshot-*"), reverse=True):
+            try:
+                manifest = json.loads((folder / "manifest.json").read_text())
+                if manifest.get("version") != SNAPSHOT_VERSION:
+                    continue
+                indexes: dict[Algorithm, HammingIndex | ExactIndex] = {}
+                for algorithm in Algorithm:
+                    path = str(folder / f"{algorithm.value}.index")
+                    loader = HammingIndex if algorithm.perceptual else ExactIndex
+                    indexes[algorithm] = loader.load(path)
+                with (folder / "entries.pickle").open("rb") as f:
+                    entries = pickle.load(f)  # noqa: S301 - our own file in our data directory
+            except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+                log.warning("ignoring unreadable snapshot %s: %s", folder.name, exc)
+                continue
+            self._indexes, self._entries = indexes, entries
+            self.cursor = int(manifest["cursor"])
+            self._reload_lists()
+            return True
+        return False
+
+
+def _meta(entry: EntryRow) -> EntryMeta:
+    return EntryMeta(entry.list_id, entry.hash.algorithm, entry.reference, entry.labels)
+
+
+def _arrays(
+    algorithm: Algorithm, ids: list[int], codes: list[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    packed = np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(ids), algorithm.nbytes)
+    return np.asarray(ids, dtype=np.int64), packed.copy()
+
+
+def _remove_tree(folder: Path) -> None:
+    for child in folder.iterdir():
+        child.unlink(missing_ok=True)
+    folder.rmdir()

@@ -1,0 +1,132 @@
+"""`hashmatch lists|match|audit` end to end, as subprocesses on a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import encode, natural_image
+
+
+def cli(
+    data_dir: Path, *args: str | Path, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "HASHMATCH_DATA_DIR": str(data_dir)}
+    env.pop("HASHMATCH_DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "hashmatch", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(4):
+        (folder / f"p{seed}.jpg").write_bytes(encode(natural_image(seed=seed), "JPEG", quality=90))
+    return folder
+
+
+def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photos: Path) -> None:
+    data = tmp_path / "index"
+    created = cli(
+        data,
+        "lists",
+        "create",
+        "ncii-kr",
+        "--category",
+        "ncii",
+        "--source",
+        "KCSC",
+        "--jurisdiction",
+        "KR",
+        "--actor",
+        "kcsc:alice",
+    )
+    assert created.returncode == 0, created.stderr
+    hashed = cli(data, "hash", photos, "--format", "csv", "-a", "pdq,md5")
+    imported = cli(data, "lists", "import", "ncii-kr", "-", stdin=hashed.stdout)
+    assert imported.returncode == 0, imported.stderr
+    report = json.loads(imported.stdout)
+    assert (report["added"], report["duplicates"], report["rejected"]) == (8, 0, 0)
+    again = json.loads(cli(data, "lists", "import", "ncii-kr", "-", stdin=hashed.stdout).stdout)
+    assert (again["added"], again["duplicates"]) == (0, 8)
+
+    # a re-encoded copy matches by PDQ, an unrelated image does not match
+    from PIL import Image
+
+    copy = tmp_path / "copy.png"
+    Image.open(photos / "p2.jpg").resize((400, 300)).save(copy)
+    other = tmp_path / "other.png"
+    other.write_bytes(encode(natural_image(seed=99), "PNG"))
+    matched = json.loads(cli(data, "match", copy, other, "--json").stdout)
+    assert matched[0]["match"] and {m["algorithm"] for m in matched[0]["matches"]} == {"pdq"}
+    assert matched[0]["matches"][0]["list"] == "ncii-kr"
+    assert not matched[1]["match"]
+
+    tx = cli(data, "hash", photos / "p2.jpg", "-f", "tx", "-a", "pdq").stdout
+    (tmp_path / "withdraw.txt").write_bytes(tx)
+    withdrawn = cli(
+        data,
+        "lists",
+        "withdraw",
+        "ncii-kr",
+        "--file",
+        tmp_path / "withdraw.txt",
+        "--reason",
+        "victim request",
+        "--actor",
+        "kcsc:bob",
+    )
+    assert json.loads(withdrawn.stdout)["withdrawn"] == 1
+    assert not json.loads(cli(data, "match", copy, "--json").stdout)[0]["match"]
+
+    exported = cli(data, "lists", "export", "ncii-kr", "--format", "jsonl").stdout.decode()
+    rows = [json.loads(line) for line in exported.splitlines()]
+    assert len(rows) == 7 and all(r["withdrawn_at"] is None for r in rows)
+    with_tombstones = cli(
+        data, "lists", "export", "ncii-kr", "--include-withdrawn", "--format", "csv"
+    )
+    cli(data, "lists", "create", "copy", "--category", "ncii")
+    mirrored = json.loads(
+        cli(data, "lists", "import", "copy", "-", stdin=with_tombstones.stdout).stdout
+    )
+    assert (mirrored["added"], mirrored["rejected"]) == (7, 1)  # the tombstone is not revived
+    assert "withdrawn" in mirrored["errors"][0]["reason"]
+
+    audit = json.loads(cli(data, "audit", "--list", "ncii-kr").stdout)
+    assert [a["action"] for a in audit] == [
+        "entries.withdraw",
+        "entries.import",
+        "entries.import",
+        "list.create",
+    ]
+    assert audit[0]["actor"] == "kcsc:bob" and audit[0]["reason"] == "victim request"
+
+
+def test_strict_import_and_errors_have_exit_codes(tmp_path: Path) -> None:
+    data = tmp_path / "index"
+    assert cli(data, "lists", "create", "l", "--category", "csam").returncode == 0
+    assert cli(data, "lists", "create", "l", "--category", "csam").returncode == 73
+    bad = b"pdq " + b"a" * 64 + b"\npdq 1234\n"
+    strict = cli(data, "lists", "import", "l", "-", "--strict", stdin=bad)
+    assert strict.returncode == 65
+    assert json.loads(strict.stdout)["rejected"] == 1
+    shown = json.loads(cli(data, "lists", "show", "l").stdout)
+    assert shown["live_entries"] == 0
+    lenient = json.loads(cli(data, "lists", "import", "l", "-", stdin=bad).stdout)
+    assert (lenient["added"], lenient["rejected"]) == (1, 1)
+    assert cli(data, "lists", "show", "missing").returncode == 66
+    assert (
+        cli(data, "lists", "create", "x", "--category", "csam", "--kind", "maybe").returncode == 2
+    )

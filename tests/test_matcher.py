@@ -1,0 +1,147 @@
+"""The live matcher over a real database: exact thresholds, withdrawal, replicas, snapshots."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dbs import BACKENDS, database
+from hashmatch.formats_in import read_hash_set
+from hashmatch.hashing import Algorithm, Hash
+from hashmatch.matcher import Matcher
+from hashmatch.store import Change, Store
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as database_url:
+        yield database_url
+
+
+def flip(value: bytes, bits: int, seed: int = 0) -> bytes:
+    array = np.unpackbits(np.frombuffer(value, dtype=np.uint8))
+    positions = np.random.default_rng(seed).choice(array.size, bits, replace=False)
+    array[positions] ^= 1
+    return np.packbits(array).tobytes()
+
+
+def import_hexes(store: Store, name: str, hexes: list[str], algorithm: str = "pdq") -> None:
+    data = "".join(f"{algorithm} {h} ref-{i}\n" for i, h in enumerate(hexes)).encode()
+    store.import_rows(name, read_hash_set(io.BytesIO(data)), actor="test")
+
+
+def random_hexes(count: int, seed: int = 0, nbytes: int = 32) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes().hex() for _ in range(count)]
+
+
+def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> None:
+    store = Store.open(url)
+    store.create_list("strict", owner="a", category="csam", actor="t", thresholds={"pdq": 10})
+    store.create_list("loose", owner="b", category="ncii", actor="t")  # pdq 31
+    base = random_hexes(1, seed=7)[0]
+    import_hexes(store, "strict", [base])
+    import_hexes(store, "loose", [base])
+    matcher = Matcher(store, tmp_path / "snapshots")
+    matcher.load()
+    original = bytes.fromhex(base)
+    for distance, expected in [
+        (0, {"strict", "loose"}),
+        (10, {"strict", "loose"}),
+        (11, {"loose"}),
+        (31, {"loose"}),
+        (32, set()),
+    ]:
+        query = Hash(Algorithm.PDQ, flip(original, distance, seed=distance))
+        (found,) = matcher.match([query])
+        assert {m.list for m in found} == expected, distance
+        assert all(m.distance == distance for m in found)
+    # max_distance only tightens
+    (found,) = matcher.match([Hash(Algorithm.PDQ, flip(original, 20))], max_distance=40)
+    assert {m.list for m in found} == {"loose"}
+    (found,) = matcher.match([Hash(Algorithm.PDQ, flip(original, 20))], max_distance=19)
+    assert found == []
+    (found,) = matcher.match([Hash(Algorithm.PDQ, original)], lists=["strict"])
+    assert [m.list for m in found] == ["strict"] and found[0].reference == "ref-0"
+    store.close()
+
+
+def test_withdrawal_and_disabling_stop_matches(url: str, tmp_path: Path) -> None:
+    store = Store.open(url)
+    store.create_list("l", owner="a", category="ncii", actor="t")
+    hexes = random_hexes(50)
+    import_hexes(store, "l", hexes)
+    import_hexes(store, "l", random_hexes(3, seed=9, nbytes=16), algorithm="md5")
+    matcher = Matcher(store)
+    matcher.load()
+    queries = [Hash.from_hex("pdq", hexes[4]), Hash.from_hex("pdq", hexes[5])]
+    assert [len(r) for r in matcher.match(queries)] == [1, 1]
+    store.withdraw("l", actor="victim", reason="withdrawn", references=["ref-4"])
+    assert matcher.refresh() == 1
+    assert [len(r) for r in matcher.match(queries)] == [0, 1]
+    md5 = Hash.from_hex("md5", random_hexes(3, seed=9, nbytes=16)[1])
+    assert [m.reference for m in matcher.match([md5])[0]] == ["ref-1"]
+    store.update_list("l", actor="t", enabled=False)
+    matcher.refresh()
+    assert matcher.match([*queries, md5]) == [[], [], []]
+    store.close()
+
+
+def test_a_second_replica_follows_within_a_second(url: str, tmp_path: Path) -> None:
+    writer, reader = Store.open(url), Store.open(url)
+    writer.create_list("l", owner="a", category="ncii", actor="t")
+    follower = Matcher(reader)
+    follower.load()
+    follower.start(poll_seconds=0.1)
+    try:
+        value = random_hexes(1, seed=3)[0]
+        query = [Hash.from_hex("pdq", value)]
+        import_hexes(writer, "l", [value])
+        added_at = time.monotonic()
+        while not follower.match(query)[0]:
+            assert time.monotonic() - added_at < 1.0, "not matched within 1 s"
+            time.sleep(0.01)
+        writer.withdraw("l", actor="victim", reason="withdrawn", references=["ref-0"])
+        withdrawn_at = time.monotonic()
+        while follower.match(query)[0]:
+            assert time.monotonic() - withdrawn_at < 1.0, "still matched 1 s after withdrawal"
+            time.sleep(0.01)
+    finally:
+        follower.stop()
+        writer.close()
+        reader.close()
+
+
+def test_snapshot_restart_replays_only_the_tail(url: str, tmp_path: Path) -> None:
+    store = Store.open(url)
+    store.create_list("l", owner="a", category="ncii", actor="t")
+    first, later = random_hexes(40, seed=1), random_hexes(5, seed=2)
+    import_hexes(store, "l", first)
+    matcher = Matcher(store, tmp_path / "snapshots")
+    matcher.load()
+    folder = matcher.save_snapshot()
+    assert folder is not None and (folder / "manifest.json").is_file()
+    snapshot_cursor = matcher.cursor
+    import_hexes(store, "l", later)
+    store.withdraw("l", actor="v", reason="r", hashes=[Hash.from_hex("pdq", first[0])])
+    restarted = Matcher(store, tmp_path / "snapshots")
+    replayed: list[int] = []
+    original = store.changes_after
+
+    def recording(cursor: int, limit: int = 1000) -> list[Change]:
+        replayed.append(cursor)
+        return original(cursor, limit)
+
+    store.changes_after = recording  # type: ignore[method-assign]
+    restarted.load()
+    assert replayed[0] == snapshot_cursor  # started from the snapshot, not from zero
+    assert restarted.cursor == store.latest_cursor()
+    assert restarted.size(Algorithm.PDQ) == 44
+    assert restarted.match([Hash.from_hex("pdq", first[0])]) == [[]]
+    assert len(restarted.match([Hash.from_hex("pdq", later[4])])[0]) == 1
+    store.close()

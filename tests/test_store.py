@@ -1,0 +1,183 @@
+"""The store on real SQLite and real PostgreSQL: lists, imports, withdrawals, logs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from dbs import BACKENDS, database
+from hashmatch.errors import Conflict, ImportRejected, InvalidList, NotFound, StoreError
+from hashmatch.formats_in import HashRow, RowError, read_hash_set
+from hashmatch.hashing import Algorithm, Hash
+from hashmatch.schema import metadata
+from hashmatch.store import Store
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with database(request.param, tmp_path) as url:
+        opened = Store.open(url)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def random_hexes(count: int, seed: int = 0, nbytes: int = 32) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes().hex() for _ in range(count)]
+
+
+def csv_bytes(hexes: list[str], algorithm: str = "pdq", extra: str = "") -> bytes:
+    body = "".join(f"{algorithm},{h},ref-{i},a;b\n" for i, h in enumerate(hexes))
+    return ("algorithm,hash,reference,labels\n" + body + extra).encode()
+
+
+def test_migrations_build_exactly_the_schema(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_reopening_applies_no_migration_twice(store: Store) -> None:
+    store.create_list("kept", owner="ncc", category="csam", actor="t")
+    again = Store.open(store.engine.url.render_as_string(hide_password=False))
+    assert [info.name for info in again.lists()] == ["kept"]
+    again.close()
+
+
+def test_create_list_and_its_checks(store: Store) -> None:
+    info = store.create_list(
+        "ncii-tw",
+        owner="ncc-tw",
+        category="ncii",
+        actor="alice",
+        source="NCC",
+        jurisdiction="TW",
+        thresholds={"pdq": 20},
+        shared_with=["kcsc-kr"],
+    )
+    assert info.thresholds == {"pdq": 20, "phash": 8}
+    assert info.owner == "ncc-tw" and info.shared_with == ("kcsc-kr",) and info.enabled
+    with pytest.raises(Conflict):
+        store.create_list("ncii-tw", owner="x", category="ncii", actor="alice")
+    with pytest.raises(InvalidList):
+        store.create_list("bad kind", owner="x", category="ncii", actor="a")
+    with pytest.raises(InvalidList):
+        store.create_list("k", owner="x", category="ncii", actor="a", kind="maybe")
+    with pytest.raises(InvalidList):
+        store.create_list("t", owner="x", category="ncii", actor="a", thresholds={"pdq": 200})
+    with pytest.raises(InvalidList):
+        store.create_list("t", owner="x", category="ncii", actor="a", thresholds={"md5": 1})
+    with pytest.raises(NotFound):
+        store.get_list("nope")
+    assert [i.name for i in store.lists()] == ["ncii-tw"]
+
+
+def test_import_reports_added_duplicates_and_bad_rows(store: Store) -> None:
+    store.create_list("l", owner="o", category="csam", actor="a")
+    hexes = random_hexes(300)
+    extra = f"pdq,{hexes[0]},dup,\npdq,abc,short,\nphotodna,{hexes[1]},x,\n"
+    report = store.import_rows(
+        "l", read_hash_set(io.BytesIO(csv_bytes(hexes, extra=extra))), actor="a"
+    )
+    assert (report.added, report.duplicates, report.rejected) == (300, 1, 2)
+    assert [e["line"] for e in report.errors] == [303, 304]
+    assert "64 hex digits" in report.errors[0]["reason"]
+    assert "photodna" in report.errors[1]["reason"]
+    stored = list(store.entries("l"))
+    assert [e.hash.hex for e in stored] == hexes
+    assert stored[3].reference == "ref-3" and stored[3].labels == ("a", "b")
+    again = store.import_rows("l", read_hash_set(io.BytesIO(csv_bytes(hexes))), actor="a")
+    assert (again.added, again.duplicates) == (0, 300)
+
+
+def test_strict_import_with_a_bad_row_lands_nothing(store: Store) -> None:
+    store.create_list("l", owner="o", category="csam", actor="a")
+    before = store.latest_cursor()
+    data = csv_bytes(random_hexes(50), extra="pdq,zz,bad,\n")
+    with pytest.raises(ImportRejected) as rejected:
+        store.import_rows("l", read_hash_set(io.BytesIO(data)), actor="a", strict=True)
+    assert rejected.value.report is not None and rejected.value.report.rejected == 1
+    assert list(store.entries("l")) == []
+    assert store.latest_cursor() == before
+    assert [r["action"] for r in store.audit_log("l")] == ["list.create"]
+
+
+def test_import_failing_half_way_leaves_nothing(store: Store) -> None:
+    store.create_list("l", owner="o", category="csam", actor="a")
+    hexes = random_hexes(12_000)
+
+    def rows() -> Iterator[HashRow | RowError]:
+        for i, h in enumerate(hexes):
+            if i == 11_000:  # after two batches have been written
+                raise OSError("connection to the uploader lost")
+            yield HashRow(i + 1, Hash.from_hex("pdq", h), None, ())
+
+    with pytest.raises(OSError):
+        store.import_rows("l", rows(), actor="a")
+    assert list(store.entries("l")) == []
+    assert store.changes_after(0)[-1].kind == "list"
+
+
+def test_withdrawal_by_reference_and_hash_keeps_tombstones(store: Store) -> None:
+    store.create_list("l", owner="o", category="ncii", actor="a")
+    hexes = random_hexes(10)
+    store.import_rows("l", read_hash_set(io.BytesIO(csv_bytes(hexes))), actor="a")
+    count = store.withdraw(
+        "l",
+        actor="victim",
+        reason="withdrawn by the victim",
+        references=["ref-2", "ref-missing"],
+        hashes=[Hash.from_hex("pdq", hexes[5]), Hash.from_hex("pdq", hexes[2])],
+    )
+    assert count == 2
+    live = [e.hash.hex for e in store.entries("l")]
+    assert hexes[2] not in live and hexes[5] not in live and len(live) == 8
+    everything = list(store.entries("l", include_withdrawn=True))
+    assert len(everything) == 10
+    assert sum(e.withdrawn_at is not None for e in everything) == 2
+    change = store.changes_after(0)[-1]
+    assert (change.kind, change.count) == ("withdraw", 2)
+    assert sorted(store.entries_withdrawn_by(change.cursor)) == sorted(
+        e.id for e in everything if e.withdrawn_at is not None
+    )
+    audit = store.audit_log("l")[0]
+    assert audit["action"] == "entries.withdraw" and audit["reason"] == "withdrawn by the victim"
+    assert audit["actor"] == "victim" and audit["counts"]["withdrawn"] == 2
+    with pytest.raises(StoreError):
+        store.withdraw("l", actor="a", reason=" ", references=["ref-1"])
+    # A withdrawn hash may be listed again: it is a new entry.
+    readded = store.import_rows("l", read_hash_set(io.BytesIO(csv_bytes([hexes[2]]))), actor="a")
+    assert readded.added == 1
+
+
+def test_change_log_is_monotonic_and_complete(store: Store) -> None:
+    store.create_list("l", owner="o", category="csam", actor="a")
+    store.import_rows("l", read_hash_set(io.BytesIO(csv_bytes(random_hexes(5)))), actor="a")
+    store.withdraw("l", actor="a", reason="r", references=["ref-1"])
+    store.update_list("l", actor="a", enabled=False)
+    changes = store.changes_after(0)
+    assert [c.kind for c in changes] == ["list", "add", "withdraw", "list"]
+    cursors = [c.cursor for c in changes]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 4
+    assert [e.reference for e in store.entries_added_by(cursors[1])] == [
+        f"ref-{i}" for i in range(5)
+    ]
+    assert store.changes_after(cursors[1]) == changes[2:]
+    assert not store.get_list("l").enabled
+
+
+def test_digests_and_phash_rows(store: Store) -> None:
+    store.create_list("l", owner="o", category="csam", actor="a")
+    md5s = random_hexes(3, seed=1, nbytes=16)
+    data = ("".join(f"md5 {h}\n" for h in md5s)).encode()
+    report = store.import_rows("l", read_hash_set(io.BytesIO(data)), actor="a")
+    assert report.added == 3
+    assert {e.hash.algorithm for e in store.entries("l")} == {Algorithm.MD5}
