@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from hashmatch.bulk import EntryTuple, insert_entries
 from hashmatch.errors import Conflict, ImportRejected, InvalidList, NotFound, StoreError
 from hashmatch.formats_in import HashRow, RowError
 from hashmatch.hashing import Algorithm, Hash
@@ -26,7 +26,7 @@ from hashmatch.schema import audit, changes, entries, list_shares, lists, organi
 
 DEFAULT_THRESHOLDS: Final = {"pdq": 31, "phash": 8}
 LIST_KINDS: Final = ("block", "allow")
-IMPORT_BATCH: Final = 5_000
+IMPORT_BATCH: Final = 20_000
 MAX_REPORTED_ERRORS: Final = 1_000
 _WRITER_LOCK_KEY: Final = 0x68617368  # "hash": PostgreSQL advisory lock of all writers
 
@@ -313,33 +313,27 @@ class Store:
         with self._write() as conn:
             cursor = self._change(conn, "add", info.id, 0)
             now = utcnow()
-            batch: list[dict[str, Any]] = []
+            batch: list[EntryTuple] = []
+
+            def flush() -> None:
+                insert_entries(
+                    conn, batch, list_id=info.id, cursor=cursor, added_at=now, added_by=actor
+                )
+                batch.clear()
+
             for row in rows:
                 if isinstance(row, RowError):
                     report.reject(row)
                     continue
                 valid += 1
-                batch.append(
-                    {
-                        "list_id": info.id,
-                        "algorithm": row.hash.algorithm.value,
-                        "hash": row.hash.value,
-                        "reference": row.reference,
-                        "labels": list(row.labels),
-                        "added_at": now,
-                        "added_by": actor,
-                        "added_change": cursor,
-                    }
-                )
+                batch.append((row.hash.algorithm.value, row.hash.value, row.reference, row.labels))
                 if len(batch) >= IMPORT_BATCH:
-                    self._insert_entries(conn, batch)
-                    batch = []
+                    flush()
             if strict and report.rejected:
                 raise ImportRejected(
                     f"{report.rejected} bad rows; nothing imported (strict)", report
                 )
-            if batch:
-                self._insert_entries(conn, batch)
+            flush()
             added = conn.execute(
                 select(func.count()).select_from(entries).where(entries.c.added_change == cursor)
             ).scalar_one()
@@ -360,14 +354,6 @@ class Store:
                 },
             )
         return report
-
-    def _insert_entries(self, conn: Connection, batch: list[dict[str, Any]]) -> None:
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        statement = dialect_insert(entries).on_conflict_do_nothing(
-            index_elements=["list_id", "algorithm", "hash"],
-            index_where=text("withdrawn_at IS NULL"),
-        )
-        conn.execute(statement, batch)
 
     def withdraw(
         self,

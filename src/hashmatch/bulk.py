@@ -1,0 +1,96 @@
+"""Bulk insertion of list entries, the fast way on each database.
+
+An import of a million hashes must take seconds, not minutes: SQLite gets one prepared
+``INSERT ... ON CONFLICT DO NOTHING`` executed over plain tuples; PostgreSQL gets ``COPY`` into a
+temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Both skip hashes
+already live in the list (the partial unique index), which the caller counts as duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+#: (algorithm, hash bytes, reference, labels)
+EntryTuple = tuple[str, bytes, str | None, tuple[str, ...]]
+
+_COLUMNS = "list_id, algorithm, hash, reference, labels, added_at, added_by, added_change"
+_CONFLICT = "ON CONFLICT (list_id, algorithm, hash) WHERE withdrawn_at IS NULL DO NOTHING"
+
+
+def insert_entries(
+    conn: Connection,
+    rows: Sequence[EntryTuple],
+    *,
+    list_id: int,
+    cursor: int,
+    added_at: dt.datetime,
+    added_by: str,
+) -> None:
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        _postgresql(conn, rows, list_id, cursor, added_at, added_by)
+    else:
+        _sqlite(conn, rows, list_id, cursor, added_at, added_by)
+
+
+def _sqlite(
+    conn: Connection,
+    rows: Sequence[EntryTuple],
+    list_id: int,
+    cursor: int,
+    added_at: dt.datetime,
+    added_by: str,
+) -> None:
+    # SQLAlchemy's own storage format for DateTime on SQLite, so reads parse it back.
+    stamp = added_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    raw: Any = conn.connection.dbapi_connection
+    raw.executemany(
+        f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_CONFLICT}",  # noqa: S608 - constants only
+        [
+            (
+                list_id,
+                algorithm,
+                value,
+                reference,
+                json.dumps(list(labels)),
+                stamp,
+                added_by,
+                cursor,
+            )
+            for algorithm, value, reference, labels in rows
+        ],
+    )
+
+
+def _postgresql(
+    conn: Connection,
+    rows: Sequence[EntryTuple],
+    list_id: int,
+    cursor: int,
+    added_at: dt.datetime,
+    added_by: str,
+) -> None:
+    raw: Any = conn.connection.dbapi_connection
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS hashmatch_import "
+            "(algorithm text, hash bytea, reference text, labels text) ON COMMIT DROP"
+        )
+        with cur.copy(
+            "COPY hashmatch_import (algorithm, hash, reference, labels) FROM STDIN"
+        ) as copy:
+            for algorithm, value, reference, labels in rows:
+                copy.write_row((algorithm, value, reference, json.dumps(list(labels))))
+        cur.execute(
+            f"INSERT INTO entries ({_COLUMNS}) "  # noqa: S608 - constants only
+            "SELECT %s, algorithm, hash, reference, labels::json, %s, %s, %s "
+            f"FROM hashmatch_import {_CONFLICT}",
+            (list_id, added_at, added_by, cursor),
+        )
+        cur.execute("TRUNCATE hashmatch_import")

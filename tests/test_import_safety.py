@@ -1,0 +1,139 @@
+"""Imports never half-land: kill -9 mid-import, and malformed files, on both databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dbs import BACKENDS, database
+from hashmatch.hashing import Algorithm
+from hashmatch.matcher import Matcher
+from hashmatch.store import Store
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with database(request.param, tmp_path) as database_url:
+        yield database_url
+
+
+def cli_env(url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HASHMATCH_DATABASE_URL": url,
+        "HASHMATCH_DATA_DIR": str(tmp_path / "index"),
+    }
+
+
+def write_csv(path: Path, count: int, seed: int = 0) -> None:
+    codes = np.random.default_rng(seed).integers(0, 256, size=(count, 32), dtype=np.uint8)
+    with path.open("w") as f:
+        f.write("algorithm,hash,reference\n")
+        f.writelines(f"pdq,{code.tobytes().hex()},r{i}\n" for i, code in enumerate(codes))
+
+
+def test_kill_9_mid_import_leaves_all_or_nothing(url: str, tmp_path: Path) -> None:
+    store = Store.open(url)
+    store.create_list("l", owner="o", category="csam", actor="t")
+    big = tmp_path / "big.csv"
+    write_csv(big, 300_000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(big)],
+        env=cli_env(url, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(2.0)
+    still_running = process.poll() is None
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert still_running, "the import finished before it could be killed; make it bigger"
+
+    reopened = Store.open(url)
+    live = sum(1 for _ in reopened.entries("l"))
+    assert live in (0, 300_000)
+    matcher = Matcher(reopened)
+    matcher.load()
+    assert matcher.size(Algorithm.PDQ) == live
+    # nothing is left locked: the next import goes through
+    small = tmp_path / "small.csv"
+    write_csv(small, 10, seed=1)
+    retry = subprocess.run(
+        [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(small)],
+        env=cli_env(url, tmp_path),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert retry.returncode == 0, retry.stderr
+    assert json.loads(retry.stdout)["added"] == 10
+    store.close()
+    reopened.close()
+
+
+MALFORMED = {
+    "wrong_hex_length": b"pdq " + b"ab" * 31 + b"\npdq " + b"ab" * 33 + b"\n",
+    "unknown_algorithm": b"photodna " + b"ab" * 32 + b"\ncrc32 1234abcd\n",
+    "binary_garbage": bytes(np.random.default_rng(5).integers(0, 256, 200_000, dtype=np.uint8)),
+    "mixed_formats": b'algorithm,hash\n{"algorithm": "pdq", "hash": "'
+    + b"ab" * 32
+    + b'"}\npdq zz\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_files_are_reported_and_change_nothing(
+    url: str, tmp_path: Path, name: str
+) -> None:
+    store = Store.open(url)
+    store.create_list("l", owner="o", category="csam", actor="t")
+    before = store.latest_cursor()
+    path = tmp_path / f"{name}.txt"
+    path.write_bytes(MALFORMED[name])
+    result = subprocess.run(
+        [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(path)],
+        env=cli_env(url, tmp_path),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["added"] == 0 and report["rejected"] >= 1
+    assert all(e["line"] >= 1 and e["reason"] for e in report["errors"])
+    assert list(store.entries("l", include_withdrawn=True)) == []
+    # the empty import is still a logged, audited operation; the list itself is unchanged
+    assert store.get_list("l").enabled and store.latest_cursor() == before + 1
+    store.close()
+
+
+def test_a_two_gigabyte_line_is_one_bad_row(tmp_path: Path) -> None:
+    with database("sqlite", tmp_path) as url:
+        store = Store.open(url)
+        store.create_list("l", owner="o", category="csam", actor="t")
+        path = tmp_path / "huge-line.txt"
+        with path.open("wb") as f:
+            f.truncate(2 * 1024**3)  # sparse: 2 GB of NUL bytes without a newline
+            f.seek(0, os.SEEK_END)
+            f.write(b"\npdq " + b"ab" * 32 + b"\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(path)],
+            env=cli_env(url, tmp_path),
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert (report["added"], report["rejected"]) == (1, 1)
+        assert report["errors"] == [{"line": 1, "reason": "line longer than 1048576 bytes"}]
+        store.close()
