@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -22,22 +21,15 @@ from typing import Any, Final
 
 import numpy as np
 
+from hashmatch.entry_table import EntryMeta, EntryTable
 from hashmatch.hashing import Algorithm, Hash
 from hashmatch.index import ExactIndex, HammingIndex
 from hashmatch.store import EntryRow, ListInfo, Store
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 DEFAULT_POLL_SECONDS: Final = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class EntryMeta:
-    list_id: int
-    algorithm: Algorithm
-    reference: str | None
-    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +66,7 @@ class Matcher:
         self.snapshot_dir = snapshot_dir
         self.cursor = 0
         self._indexes = {algorithm: _new_index(algorithm) for algorithm in Algorithm}
-        self._entries: dict[int, EntryMeta] = {}
+        self._entries = EntryTable()
         self._lists: dict[int, ListInfo] = {}
         self._lists_by_name: dict[str, ListInfo] = {}
         self._apply_lock = threading.Lock()
@@ -94,13 +86,18 @@ class Matcher:
     def _load_from_database(self) -> None:
         cursor = self.store.latest_cursor()
         self._reload_lists()
-        batches: dict[Algorithm, tuple[list[int], list[bytes]]] = {a: ([], []) for a in Algorithm}
-        for entry in self.store.live_entries(upto_cursor=cursor):
-            ids, codes = batches[entry.hash.algorithm]
-            ids.append(entry.id)
-            codes.append(entry.hash.value)
-            self._entries[entry.id] = _meta(entry)
-        for algorithm, (ids, codes) in batches.items():
+        batches: dict[str, tuple[list[int], list[bytes]]] = {a.value: ([], []) for a in Algorithm}
+        metadata = []
+        for entry_id, list_id, algorithm_name, value, reference, labels in self.store.live_rows(
+            upto_cursor=cursor
+        ):
+            ids, codes = batches[algorithm_name]
+            ids.append(entry_id)
+            codes.append(value)
+            metadata.append((entry_id, list_id, reference, labels))
+        self._entries = EntryTable.build(metadata)
+        for name, (ids, codes) in batches.items():
+            algorithm = Algorithm(name)
             if ids:
                 self._indexes[algorithm].add(*_arrays(algorithm, ids, codes))
             index = self._indexes[algorithm]
@@ -147,7 +144,7 @@ class Matcher:
                 codes = [row.hash.value for row in chosen]
                 self._indexes[algorithm].add(*_arrays(algorithm, ids, codes))
                 for row in chosen:
-                    self._entries[row.id] = _meta(row)
+                    self._entries.add(row.id, EntryMeta(row.list_id, row.reference, row.labels))
 
     def _withdraw(self, entry_ids: Sequence[int]) -> None:
         if not entry_ids:
@@ -156,7 +153,7 @@ class Matcher:
         for index in self._indexes.values():
             index.remove(ids)
         for entry_id in entry_ids:
-            self._entries.pop(entry_id, None)
+            self._entries.discard(entry_id)
 
     def start(self, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
         """Follow the change log in a background thread."""
@@ -280,8 +277,7 @@ class Matcher:
             staging.mkdir(parents=True, exist_ok=True)
             for algorithm, index in self._indexes.items():
                 index.save(str(staging / f"{algorithm.value}.index"))
-            with (staging / "entries.pickle").open("wb") as f:
-                pickle.dump(self._entries, f, protocol=pickle.HIGHEST_PROTOCOL)
+            self._entries.save(str(staging / "entries.table"))
             manifest = {"version": SNAPSHOT_VERSION, "cursor": self.cursor}
             (staging / "manifest.json").write_text(json.dumps(manifest))
             staging.replace(folder)
@@ -302,9 +298,8 @@ class Matcher:
                     path = str(folder / f"{algorithm.value}.index")
                     loader = HammingIndex if algorithm.perceptual else ExactIndex
                     indexes[algorithm] = loader.load(path)
-                with (folder / "entries.pickle").open("rb") as f:
-                    entries = pickle.load(f)  # noqa: S301 - our own file in our data directory
-            except (OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+                entries = EntryTable.load(str(folder / "entries.table"))
+            except (OSError, ValueError, KeyError) as exc:
                 log.warning("ignoring unreadable snapshot %s: %s", folder.name, exc)
                 continue
             self._indexes, self._entries = indexes, entries
@@ -312,10 +307,6 @@ class Matcher:
             self._reload_lists()
             return True
         return False
-
-
-def _meta(entry: EntryRow) -> EntryMeta:
-    return EntryMeta(entry.list_id, entry.hash.algorithm, entry.reference, entry.labels)
 
 
 def _arrays(

@@ -15,7 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    cast,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from hashmatch.bulk import EntryTuple, insert_entries
@@ -460,6 +472,29 @@ class Store:
         with self.engine.connect() as conn:
             for r in conn.execution_options(yield_per=20_000).execute(query).mappings():
                 yield _entry(r)
+
+    def live_rows(
+        self, *, upto_cursor: int | None = None
+    ) -> Iterator[tuple[int, int, str, bytes, str | None, str]]:
+        """Every live entry as plain columns (id, list id, algorithm, hash, reference, labels
+        as JSON text): the matcher's bulk load, without an object per row."""
+        query = (
+            select(
+                entries.c.id,
+                entries.c.list_id,
+                entries.c.algorithm,
+                entries.c.hash,
+                entries.c.reference,
+                cast(entries.c.labels, Text),
+            )
+            .where(entries.c.withdrawn_at.is_(None))
+            .order_by(entries.c.id)
+        )
+        if upto_cursor is not None:
+            query = query.where(entries.c.added_change <= upto_cursor)
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=50_000).execute(query):
+                yield int(row[0]), int(row[1]), row[2], bytes(row[3]), row[4], row[5]
 
     def entries_added_by(self, cursor: int) -> list[EntryRow]:
         with self.engine.connect() as conn:
