@@ -100,10 +100,15 @@ class Hash:
         expected = algo.nbytes * 2
         if len(cleaned) != expected:
             raise HashFormatError(f"{algo} hash must be {expected} hex digits, got {len(cleaned)}")
-        bad = sorted(set(cleaned) - _HEX_DIGITS)
-        if bad:
+        try:
+            value = bytes.fromhex(cleaned)
+        except ValueError:
+            value = b""
+        # fromhex also skips spaces, which then shows as a short value.
+        if len(value) != algo.nbytes:
+            bad = sorted(set(cleaned) - _HEX_DIGITS)
             raise HashFormatError(f"{algo} hash has non-hex characters: {''.join(bad)!r}")
-        return cls(algo, bytes.fromhex(cleaned), quality)
+        return cls(algo, value, quality)
 
     def distance(self, other: Hash) -> int:
         """Hamming distance; only defined between hashes of one algorithm."""
