@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,28 +95,41 @@ def test_withdrawal_and_disabling_stop_matches(url: str, tmp_path: Path) -> None
     store.close()
 
 
-def test_a_second_replica_follows_within_a_second(url: str, tmp_path: Path) -> None:
-    writer, reader = Store.open(url), Store.open(url)
-    writer.create_list("l", owner="a", category="ncii", actor="t")
+def run_cli(url: str, tmp_path: Path, *args: str, stdin: bytes | None = None) -> None:
+    env = {**os.environ, "HASHMATCH_DATABASE_URL": url, "HASHMATCH_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "hashmatch", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_another_process_changes_are_followed_within_a_second(url: str, tmp_path: Path) -> None:
+    """The writer is a separate `hashmatch` process; this process's matcher follows the log."""
+    reader = Store.open(url)
+    run_cli(url, tmp_path, "lists", "create", "l", "--category", "ncii")
     follower = Matcher(reader)
     follower.load()
-    follower.start(poll_seconds=0.1)
+    follower.start(poll_seconds=0.2)
     try:
         value = random_hexes(1, seed=3)[0]
         query = [Hash.from_hex("pdq", value)]
-        import_hexes(writer, "l", [value])
-        added_at = time.monotonic()
+        run_cli(url, tmp_path, "lists", "import", "l", "-", stdin=f"pdq {value} ref-0\n".encode())
+        committed = time.monotonic()  # the writer has exited, so its transaction is committed
         while not follower.match(query)[0]:
-            assert time.monotonic() - added_at < 1.0, "not matched within 1 s"
+            assert time.monotonic() - committed < 1.0, "not matched within 1 s"
             time.sleep(0.01)
-        writer.withdraw("l", actor="victim", reason="withdrawn", references=["ref-0"])
-        withdrawn_at = time.monotonic()
+        run_cli(url, tmp_path, "lists", "withdraw", "l", "--reference", "ref-0", "--reason", "v")
+        committed = time.monotonic()
         while follower.match(query)[0]:
-            assert time.monotonic() - withdrawn_at < 1.0, "still matched 1 s after withdrawal"
+            assert time.monotonic() - committed < 1.0, "still matched 1 s after withdrawal"
             time.sleep(0.01)
     finally:
         follower.stop()
-        writer.close()
         reader.close()
 
 
@@ -145,3 +161,24 @@ def test_snapshot_restart_replays_only_the_tail(url: str, tmp_path: Path) -> Non
     assert restarted.match([Hash.from_hex("pdq", first[0])]) == [[]]
     assert len(restarted.match([Hash.from_hex("pdq", later[4])])[0]) == 1
     store.close()
+
+
+def test_postgresql_notifications_wake_the_follower_at_once(tmp_path: Path) -> None:
+    with database("postgresql", tmp_path) as url:
+        writer, reader = Store.open(url), Store.open(url)
+        writer.create_list("l", owner="a", category="ncii", actor="t")
+        follower = Matcher(reader)
+        follower.load()
+        follower.start(poll_seconds=30)  # polling alone could not explain a fast match
+        try:
+            time.sleep(0.3)  # let the follower start listening
+            value = random_hexes(1, seed=11)[0]
+            import_hexes(writer, "l", [value])
+            committed = time.monotonic()
+            while not follower.match([Hash.from_hex("pdq", value)])[0]:
+                assert time.monotonic() - committed < 1.0, "NOTIFY did not wake the follower"
+                time.sleep(0.005)
+        finally:
+            follower.stop()
+            writer.close()
+            reader.close()

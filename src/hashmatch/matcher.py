@@ -24,7 +24,7 @@ import numpy as np
 from hashmatch.entry_table import EntryMeta, EntryTable
 from hashmatch.hashing import Algorithm, Hash
 from hashmatch.index import ExactIndex, HammingIndex
-from hashmatch.store import EntryRow, ListInfo, Store
+from hashmatch.store import ChangeListener, EntryRow, ListInfo, Store
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Matcher:
         self._apply_lock = threading.Lock()
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
+        self._listener: ChangeListener | None = None
         self.last_refresh = 0.0
 
     # --- loading ----------------------------------------------------------------------------
@@ -167,16 +168,26 @@ class Matcher:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._listener is not None:
+            self._listener.wake()
         if self._follower is not None:
             self._follower.join(timeout=10)
             self._follower = None
 
     def _follow(self, poll_seconds: float) -> None:
-        while not self._stop.wait(poll_seconds):
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("change-log refresh failed; retrying")
+        listener = self._listener = self.store.change_listener()
+        try:
+            while not self._stop.is_set():
+                listener.wait(poll_seconds)
+                if self._stop.is_set():
+                    break
+                try:
+                    self.refresh()
+                except Exception:
+                    log.exception("change-log refresh failed; retrying")
+        finally:
+            self._listener = None
+            listener.close()
 
     # --- matching ---------------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ out and a replica tailing ``cursor > c`` never skips a change.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,7 @@ LIST_KINDS: Final = ("block", "allow")
 IMPORT_BATCH: Final = 20_000
 MAX_REPORTED_ERRORS: Final = 1_000
 _WRITER_LOCK_KEY: Final = 0x68617368  # "hash": PostgreSQL advisory lock of all writers
+CHANGES_CHANNEL: Final = "hashmatch_changes"  # PostgreSQL NOTIFY channel of every commit
 
 
 def utcnow() -> dt.datetime:
@@ -171,6 +174,9 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def change_listener(self) -> ChangeListener:
+        return ChangeListener(self)
 
     # --- transactions -----------------------------------------------------------------------
 
@@ -567,6 +573,9 @@ class _WriteTransaction:
         assert self._conn is not None
         try:
             if exc_type is None:
+                if self._store.dialect == "postgresql":
+                    # Delivered to listening replicas when, and only if, this commits.
+                    self._conn.execute(text(f"NOTIFY {CHANGES_CHANNEL}"))
                 self._transaction.commit()
             else:
                 self._transaction.rollback()
@@ -612,3 +621,56 @@ def _check_thresholds(thresholds: dict[str, int]) -> None:
         bits = Algorithm(algorithm).bits
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= bits // 2:
             raise InvalidList(f"{algorithm} threshold must be an integer from 0 to {bits // 2}")
+
+
+class ChangeListener:
+    """Waits for the next committed change: PostgreSQL LISTEN where available, else a timer.
+
+    A replica's follower calls :meth:`wait` between refreshes, so a commit elsewhere wakes it
+    at once on PostgreSQL and within the poll interval on SQLite.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._connection: Any = None
+        self._idle = threading.Event()
+        if store.dialect == "postgresql":
+            import psycopg
+
+            url = store.engine.url.set(drivername="postgresql")
+            try:
+                self._connection = psycopg.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                )
+                self._connection.execute(f"LISTEN {CHANGES_CHANNEL}")
+            except psycopg.Error:
+                self._connection = None  # polling alone still keeps the replica fresh
+
+    @property
+    def notified(self) -> bool:
+        return self._connection is not None
+
+    def wait(self, timeout: float) -> None:
+        if self._connection is None:
+            self._idle.wait(timeout)
+            return
+        try:
+            for _ in self._connection.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception:
+            self.close()
+            self._idle.wait(timeout)
+
+    def wake(self) -> None:
+        """End a :meth:`wait` in progress (another thread's), e.g. to stop its follower."""
+        self._idle.set()
+        if self._connection is not None:
+            with contextlib.suppress(Exception), self._store.engine.connect() as conn:
+                conn.execute(text(f"NOTIFY {CHANGES_CHANNEL}"))
+                conn.commit()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                self._connection.close()
+            self._connection = None
