@@ -156,6 +156,12 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         stream = sys.stdout
         if args.output and args.output != "-":
             stream = stack.enter_context(Path(args.output).open("w", encoding="utf-8"))
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            entries = stack.enter_context(
+                tqdm(entries, desc="exporting", unit=" entries", file=sys.stderr)
+            )
         writer = ExportWriter(stream, Format(args.format))
         for entry in entries:
             writer.write(

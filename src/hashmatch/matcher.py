@@ -80,9 +80,12 @@ class Matcher:
     def load(self) -> None:
         """Fill the state from the latest snapshot (if any), then catch up with the log."""
         with self._apply_lock:
-            if not self._load_snapshot():
+            loaded = self._load_snapshot()
+            if not loaded:
                 self._load_from_database()
         self.refresh()
+        if not loaded and self.snapshot_dir is not None:
+            self.save_snapshot()  # the next start loads this instead of the whole database
 
     def _load_from_database(self) -> None:
         cursor = self.store.latest_cursor()
@@ -284,6 +287,8 @@ class Matcher:
             return None
         with self._apply_lock:
             folder = self.snapshot_dir / f"snapshot-{self.cursor:012d}"
+            if (folder / "manifest.json").is_file():
+                return folder  # this cursor is saved already; the state cannot differ
             staging = self.snapshot_dir / f".staging-{self.cursor:012d}"
             staging.mkdir(parents=True, exist_ok=True)
             for algorithm, index in self._indexes.items():
