@@ -204,3 +204,13 @@ def test_distance_across_algorithms_is_refused() -> None:
         Hash(Algorithm.PDQ, bytes(32)).distance(Hash(Algorithm.SHA256, bytes(32)))
     with pytest.raises(HashFormatError):
         Hash(Algorithm.PHASH, bytes(9))
+
+
+def test_variants_of_a_large_jpeg_decoded_as_luma() -> None:
+    upright = natural_image(2400, 1600, seed=12)
+    decoded = decode(encode(upright, "JPEG", quality=92))
+    assert decoded.image.mode == "L"  # the reduced luma-only path
+    variants = pdq_variants(decoded)
+    assert variants[Variant.ORIGINAL] == pdq(decoded)
+    rotated = decode(encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=92))
+    assert variants[Variant.ROTATE_90].distance(pdq(rotated)) <= 8

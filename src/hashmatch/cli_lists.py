@@ -234,7 +234,47 @@ def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.keys import create_key, parse_roles
+
+    info, secret = create_key(
+        _store(settings), args.org, parse_roles(args.role), actor=_actor(args), name=args.name
+    )
+    _print_json({**info.as_dict(), "key": secret})
+    print("hashmatch: store this key now; it is not shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.keys import list_keys
+
+    _print_json([info.as_dict() for info in list_keys(_store(settings))])
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.keys import revoke_key
+
+    _print_json(revoke_key(_store(settings), args.id, actor=_actor(args)).as_dict())
+    return 0
+
+
 def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
+    keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    kc = keys_sub.add_parser("create", parents=[actor_parent], help="create a key (shown once)")
+    kc.add_argument("--org", required=True, help="the organisation the key acts for")
+    kc.add_argument(
+        "--role", action="append", required=True, choices=["match", "contribute", "admin"]
+    )
+    kc.add_argument("--name", default="", help="a note, e.g. what uses the key")
+    kc.set_defaults(handler=cmd_keys_create)
+    kl = keys_sub.add_parser("ls", help="list keys (never their secrets)")
+    kl.set_defaults(handler=cmd_keys_ls)
+    kr = keys_sub.add_parser("revoke", parents=[actor_parent], help="revoke a key by id")
+    kr.add_argument("id", type=int)
+    kr.set_defaults(handler=cmd_keys_revoke)
+
     lists_cmd = commands.add_parser("lists", help="create, import, export and withdraw lists")
     sub = lists_cmd.add_subparsers(dest="lists_command", required=True, metavar="COMMAND")
 

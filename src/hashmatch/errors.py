@@ -101,3 +101,31 @@ class ImportRejected(StoreError):
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class Unauthorized(HashmatchError):
+    """No key, or a key that is unknown or revoked."""
+
+    code = "unauthorized"
+
+
+class Forbidden(HashmatchError):
+    """The key's roles do not allow this."""
+
+    code = "forbidden"
+
+
+class PayloadTooLarge(HashmatchError):
+    code = "payload_too_large"
+
+
+class UnsupportedContentType(HashmatchError):
+    code = "unsupported_content_type"
+
+
+class NotReady(HashmatchError):
+    code = "not_ready"
+
+
+class BadRequest(HashmatchError):
+    code = "bad_request"

@@ -19,7 +19,14 @@ import pdqhash
 from PIL import Image
 
 from hashmatch.errors import HashFormatError, UnknownAlgorithm
-from hashmatch.media import DEFAULT_LIMITS, DecodedImage, MediaLimits, check_size, decode
+from hashmatch.media import (
+    DEFAULT_LIMITS,
+    DecodedImage,
+    MediaLimits,
+    as_rgb_array,
+    check_size,
+    decode,
+)
 
 
 class Algorithm(StrEnum):
@@ -169,7 +176,7 @@ def _pdq_of_pixels(rgb: np.ndarray) -> Hash:
 
 
 def pdq(image: DecodedImage) -> Hash:
-    return _pdq_of_pixels(image.rgb_array())
+    return _pdq_of_pixels(as_rgb_array(image.image))
 
 
 def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
@@ -182,7 +189,7 @@ def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
     variants: dict[Variant, Hash] = {}
     for variant, method in _VARIANT_TRANSPOSE.items():
         pixels = image.image if method is None else image.image.transpose(method)
-        variants[variant] = _pdq_of_pixels(np.asarray(pixels))
+        variants[variant] = _pdq_of_pixels(as_rgb_array(pixels))
     return variants
 
 

@@ -73,14 +73,18 @@ class DecodedImage:
     height: int
 
     def rgb_array(self) -> np.ndarray:
-        """Pixels as a read-only uint8 array of shape (height, width, 3).
+        return as_rgb_array(self.image)
 
-        Luma images come back as a zero-copy view repeating the one channel three times.
-        """
-        pixels = np.asarray(self.image)
-        if pixels.ndim == 2:
-            return np.broadcast_to(pixels[:, :, np.newaxis], (*pixels.shape, 3))
-        return pixels
+
+def as_rgb_array(image: Image.Image) -> np.ndarray:
+    """Pixels of an RGB or L image as a read-only uint8 array of shape (height, width, 3).
+
+    Luma comes back as a zero-copy view repeating the one channel three times.
+    """
+    pixels = np.asarray(image)
+    if pixels.ndim == 2:
+        return np.broadcast_to(pixels[:, :, np.newaxis], (*pixels.shape, 3))
+    return pixels
 
 
 # --- format identification -------------------------------------------------------------------

@@ -123,3 +123,17 @@ audit = Table(
     Column("reason", Text, nullable=True),
     Index("ix_audit_target", "target"),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("name", String(128), nullable=False, server_default=""),
+    Column("prefix", String(16), nullable=False),  # shown in listings; the rest is secret
+    Column("secret_hash", LargeBinary(32), nullable=False, unique=True),  # sha256 of the key
+    Column("roles", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

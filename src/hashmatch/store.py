@@ -180,14 +180,14 @@ class Store:
 
     # --- transactions -----------------------------------------------------------------------
 
-    def _write(self) -> Any:
+    def write_transaction(self) -> Any:
         return _WriteTransaction(self)
 
     # --- organisations and lists --------------------------------------------------------------
 
     def ensure_organisation(self, name: str, connection: Connection | None = None) -> int:
         if connection is None:
-            with self._write() as conn:
+            with self.write_transaction() as conn:
                 return self.ensure_organisation(name, conn)
         found = connection.execute(
             select(organisations.c.id).where(organisations.c.name == name)
@@ -195,7 +195,7 @@ class Store:
         if found is not None:
             return int(found)
         result = connection.execute(insert(organisations).values(name=name, created_at=utcnow()))
-        return _new_id(result)
+        return new_id(result)
 
     def create_list(
         self,
@@ -215,10 +215,10 @@ class Store:
         merged = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         _check_thresholds(merged)
         now = utcnow()
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             owner_id = self.ensure_organisation(owner, conn)
             try:
-                list_id = _new_id(
+                list_id = new_id(
                     conn.execute(
                         insert(lists).values(
                             name=name,
@@ -241,7 +241,7 @@ class Store:
                 org_id = self.ensure_organisation(organisation, conn)
                 conn.execute(insert(list_shares).values(list_id=list_id, organisation_id=org_id))
             cursor = self._change(conn, "list", int(list_id), 0)
-            self._audit(conn, actor, "list.create", name, {"cursor": cursor})
+            self.audit(conn, actor, "list.create", name, {"cursor": cursor})
         return self.get_list(name)
 
     def update_list(self, name: str, *, actor: str, **fields: Any) -> ListInfo:
@@ -254,7 +254,7 @@ class Store:
         if "thresholds" in values:
             values["thresholds"] = {**current.thresholds, **values["thresholds"]}
             _check_thresholds(values["thresholds"])
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             conn.execute(
                 update(lists).where(lists.c.id == current.id).values(**values, updated_at=utcnow())
             )
@@ -266,7 +266,7 @@ class Store:
                         insert(list_shares).values(list_id=current.id, organisation_id=org_id)
                     )
             cursor = self._change(conn, "list", current.id, 0)
-            self._audit(conn, actor, "list.update", name, {"cursor": cursor}, None, fields)
+            self.audit(conn, actor, "list.update", name, {"cursor": cursor}, None, fields)
         return self.get_list(name)
 
     def get_list(self, name: str) -> ListInfo:
@@ -328,7 +328,7 @@ class Store:
         info = self.get_list(list_name)
         report = ImportReport(list_name)
         valid = 0
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             cursor = self._change(conn, "add", info.id, 0)
             now = utcnow()
             batch: list[EntryTuple] = []
@@ -359,7 +359,7 @@ class Store:
             report.duplicates = valid - report.added
             report.cursor = cursor
             conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=added))
-            self._audit(
+            self.audit(
                 conn,
                 actor,
                 "entries.import",
@@ -386,7 +386,7 @@ class Store:
         if not reason.strip():
             raise StoreError("a withdrawal needs a reason")
         info = self.get_list(list_name)
-        with self._write() as conn:
+        with self.write_transaction() as conn:
             cursor = self._change(conn, "withdraw", info.id, 0)
             now = utcnow()
             values = {
@@ -417,7 +417,7 @@ class Store:
                     )
                     count += result.rowcount
             conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=count))
-            self._audit(
+            self.audit(
                 conn,
                 actor,
                 "entries.withdraw",
@@ -528,10 +528,10 @@ class Store:
         result = conn.execute(
             insert(changes).values(kind=kind, list_id=list_id, count=count, at=utcnow())
         )
-        return _new_id(result)
+        return new_id(result)
 
     @staticmethod
-    def _audit(
+    def audit(
         conn: Connection,
         actor: str,
         action: str,
@@ -583,7 +583,7 @@ class _WriteTransaction:
             self._conn.close()
 
 
-def _new_id(result: Any) -> int:
+def new_id(result: Any) -> int:
     key = result.inserted_primary_key
     assert key is not None and key[0] is not None, "insert returned no primary key"
     return int(key[0])

@@ -1,25 +1,87 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: the store, the live matcher, routes and operations."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hashmatch import __version__
-from hashmatch.api.errors import install_error_handlers
+from hashmatch.api import lists, matching
+from hashmatch.api.auth import KeyCache
+from hashmatch.api.errors import error_body, install_error_handlers
+from hashmatch.api.metrics import Metrics
 from hashmatch.config import Settings
+from hashmatch.matcher import Matcher
+from hashmatch.store import Store, database_url
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store.open(database_url(settings.data_dir, settings.database_url))
+        matcher = Matcher(store, settings.data_dir / "snapshots")
+        app.state.store = store
+        app.state.keys = KeyCache(store)
+        app.state.matcher = matcher
+        app.state.ready = False
+
+        def load() -> None:
+            matcher.load()
+            matcher.start()
+            app.state.ready = True
+
+        loader = threading.Thread(target=load, name="hashmatch-loader", daemon=True)
+        loader.start()
+        if not load_in_background:
+            loader.join()
+        try:
+            yield
+        finally:
+            matcher.stop()
+            if app.state.ready:
+                try:
+                    matcher.save_snapshot()
+                except OSError:
+                    log.exception("could not write a snapshot at shutdown")
+            store.close()
+
     app = FastAPI(
         title="hashmatch",
         version=__version__,
         summary="Perceptual-hash matching of known abusive images.",
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.ready = False
     install_error_handlers(app)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.middleware("http")(metrics.middleware)
+    app.include_router(matching.router)
+    app.include_router(lists.router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: indexes loaded and following")
+    async def readyz(request: Request) -> Any:
+        if not getattr(request.app.state, "ready", False):
+            return JSONResponse(error_body("not_ready", "the index is still loading"), 503)
+        matcher: Matcher = request.app.state.matcher
+        return {"status": "ready", "cursor": matcher.cursor}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def prometheus(request: Request) -> PlainTextResponse:
+        body, content_type = metrics.render(getattr(request.app.state, "matcher", None))
+        return PlainTextResponse(body, media_type=content_type)
 
     return app

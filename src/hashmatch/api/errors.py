@@ -5,23 +5,46 @@ Every error body has the shape ``{"error": {"code": "...", "message": "..."}}``.
 
 from __future__ import annotations
 
+import logging
 from typing import Final
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashmatch.errors import (
+    BadRequest,
+    Conflict,
     CorruptMedia,
     EmptyMedia,
+    Forbidden,
     HashFormatError,
     HashmatchError,
+    ImportRejected,
+    InvalidList,
     MediaTooLarge,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
     TooManyPixels,
+    Unauthorized,
+    UnsupportedContentType,
     UnsupportedMedia,
 )
 
 #: Checked in order; the first matching type gives the status.
 HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedContentType, 415),
+    (NotReady, 503),
+    (InvalidList, 422),
+    (ImportRejected, 422),
+    (BadRequest, 400),
     (MediaTooLarge, 413),
     (TooManyPixels, 413),
     (UnsupportedMedia, 415),
@@ -30,6 +53,9 @@ HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (HashFormatError, 422),
     (HashmatchError, 400),
 )
+
+
+log = logging.getLogger(__name__)
 
 
 def status_for(error: HashmatchError) -> int:
@@ -45,8 +71,34 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HashmatchError)
-    return JSONResponse(error_body(exc.code, exc.message), status_code=status_for(exc))
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return JSONResponse(
+        error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors()[:20]:
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
+    return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HashmatchError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

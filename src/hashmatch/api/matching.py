@@ -1,0 +1,155 @@
+"""Matching routes: an image or a batch of hashes in, what it matches out."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from hashmatch.api.auth import require
+from hashmatch.api.models import (
+    HashImageOut,
+    HashResultOut,
+    ImageHashOut,
+    MatchHashesIn,
+    MatchHashesOut,
+    MatchImageOut,
+    MatchOut,
+)
+from hashmatch.api.uploads import read_image
+from hashmatch.errors import HashFormatError, NotReady
+from hashmatch.hashing import Algorithm, Hash, Variant, digest, parse_algorithm, pdq_variants, phash
+from hashmatch.keys import KeyInfo, Role
+from hashmatch.matcher import Match, Matcher
+from hashmatch.media import MediaLimits, decode
+
+router = APIRouter(prefix="/v1", tags=["matching"])
+Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
+
+
+def visible_lists(request: Request, key: KeyInfo, wanted: list[str] | None) -> list[str]:
+    """Names of the enabled lists this key may match against, narrowed to ``wanted``."""
+    matcher = _matcher(request)
+    names = [
+        info.name
+        for info in matcher.lists()
+        if Role.ADMIN in key.roles
+        or info.owner == key.organisation
+        or key.organisation in info.shared_with
+    ]
+    if wanted is not None:
+        names = [name for name in names if name in set(wanted)]
+    return names
+
+
+def _matcher(request: Request) -> Matcher:
+    matcher: Matcher | None = getattr(request.app.state, "matcher", None)
+    if matcher is None or not request.app.state.ready:
+        raise NotReady("the index is still loading")
+    return matcher
+
+
+def _out(match: Match, variant: str | None = None, suppressed: bool = False) -> MatchOut:
+    return MatchOut(
+        list=match.list,
+        kind=match.kind,
+        category=match.category,
+        entry_id=match.entry_id,
+        reference=match.reference,
+        labels=list(match.labels),
+        algorithm=match.algorithm.value,
+        distance=match.distance,
+        variant=variant,
+        suppressed=suppressed,
+    )
+
+
+@router.post("/match/hashes", response_model=MatchHashesOut, summary="Match up to 10,000 hashes")
+def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> MatchHashesOut:
+    hashes = []
+    for position, item in enumerate(body.hashes):
+        try:
+            hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
+        except HashFormatError as exc:
+            raise HashFormatError(f"hashes[{position}]: {exc.message}") from None
+    lists = visible_lists(request, key, body.lists)
+    found = _matcher(request).match(hashes, lists=lists, max_distance=body.max_distance)
+    results = [
+        HashResultOut(
+            algorithm=h.algorithm.value, value=h.hex, match=bool(m), matches=[_out(x) for x in m]
+        )
+        for h, m in zip(hashes, found, strict=True)
+    ]
+    return MatchHashesOut(
+        match=any(r.match for r in results), results=results, request_id=uuid.uuid4().hex
+    )
+
+
+def _image_hashes(
+    data: bytes, limits: MediaLimits
+) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
+    decoded = decode(data, limits)
+    variants = pdq_variants(decoded)
+    original = variants[Variant.ORIGINAL]
+    phash_value = phash(decoded)
+    md5, sha256 = digest(Algorithm.MD5, data), digest(Algorithm.SHA256, data)
+    shown = {
+        "pdq": ImageHashOut(
+            algorithm="pdq",
+            value=original.hex,
+            quality=original.quality,
+            low_quality=original.low_quality,
+        ),
+        "phash": ImageHashOut(algorithm="phash", value=phash_value.hex),
+        "md5": ImageHashOut(algorithm="md5", value=md5.hex),
+        "sha256": ImageHashOut(algorithm="sha256", value=sha256.hex),
+    }
+    queries: list[tuple[Hash, str | None]] = [(h, v.value) for v, h in variants.items()]
+    queries += [(phash_value, None), (md5, None), (sha256, None)]
+    return shown, queries
+
+
+@router.post("/hash", response_model=HashImageOut, summary="Hash an image (nothing is stored)")
+async def hash_image(request: Request, _: Matching) -> HashImageOut:
+    data = await read_image(request, request.app.state.settings.max_upload_bytes)
+    shown, _queries = await run_in_threadpool(
+        _image_hashes, data, request.app.state.settings.media_limits
+    )
+    return HashImageOut(hashes=shown, request_id=uuid.uuid4().hex)
+
+
+@router.post("/match", response_model=MatchImageOut, summary="Match an image")
+async def match_image(
+    request: Request,
+    key: Matching,
+    lists: str | None = None,
+    max_distance: int | None = None,
+) -> MatchImageOut:
+    """An image as multipart field ``file`` or as the raw body. Flipped and rotated copies
+    match too (the 8 dihedral PDQ variants); each match says which variant found it. A hit in
+    a visible allow-list suppresses the block hits of the same image."""
+    data = await read_image(request, request.app.state.settings.max_upload_bytes)
+    shown, queries = await run_in_threadpool(
+        _image_hashes, data, request.app.state.settings.media_limits
+    )
+    names = visible_lists(request, key, lists.split(",") if lists else None)
+    found = _matcher(request).match([h for h, _ in queries], lists=names, max_distance=max_distance)
+    best: dict[int, MatchOut] = {}
+    for (_, variant), matches in zip(queries, found, strict=True):
+        for m in matches:
+            current = best.get(m.entry_id)
+            if current is None or m.distance < current.distance:
+                best[m.entry_id] = _out(m, variant)
+    allowed = [m for m in best.values() if m.kind == "allow"]
+    blocked = sorted((m for m in best.values() if m.kind != "allow"), key=lambda m: m.distance)
+    if allowed:
+        blocked = [m.model_copy(update={"suppressed": True}) for m in blocked]
+    return MatchImageOut(
+        match=bool(blocked) and not allowed,
+        hashes=shown,
+        matches=blocked,
+        allowed=allowed,
+        request_id=uuid.uuid4().hex,
+    )

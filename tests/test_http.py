@@ -1,0 +1,241 @@
+"""The HTTP API through the real ASGI app (httpx), on a real SQLite store."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from conftest import encode, natural_image
+from hashmatch.api.app import create_app
+from hashmatch.config import Settings
+from hashmatch.hashing import Algorithm, hash_bytes
+from hashmatch.keys import Role, create_key
+from hashmatch.store import Store, database_url
+
+
+class Service:
+    def __init__(self, client: TestClient, store: Store) -> None:
+        self.client = client
+        self.store = store
+
+    def key(self, org: str, *roles: Role) -> dict[str, str]:
+        _, secret = create_key(self.store, org, frozenset(roles), actor="test")
+        return {"Authorization": f"Bearer {secret}"}
+
+    def follow(self) -> None:
+        self.client.app.state.matcher.refresh()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    settings = Settings(data_dir=tmp_path / "index", max_upload_bytes=2_000_000)
+    store = Store.open(database_url(settings.data_dir, None))
+    with TestClient(create_app(settings, load_in_background=False)) as client:
+        yield Service(client, store)
+    store.close()
+
+
+def photo(seed: int = 1) -> bytes:
+    return encode(natural_image(640, 480, seed=seed), "JPEG", quality=90)
+
+
+def test_keys_are_required_and_checked(service: Service) -> None:
+    for headers in ({}, {"Authorization": "Bearer hm_nope"}, {"Authorization": "Basic x"}):
+        response = service.client.get("/v1/lists", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "unauthorized"
+    assert service.client.get("/healthz").status_code == 200
+    assert service.client.get("/readyz").json()["status"] == "ready"
+
+
+def test_roles_and_organisations(service: Service) -> None:
+    matcher_key = service.key("platform", Role.MATCH)
+    kcsc = service.key("kcsc", Role.CONTRIBUTE, Role.MATCH)
+    ncc = service.key("ncc", Role.CONTRIBUTE, Role.MATCH)
+    denied = service.client.post(
+        "/v1/lists", json={"name": "x", "category": "csam"}, headers=matcher_key
+    )
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+    created = service.client.post(
+        "/v1/lists",
+        json={"name": "ncii-kr", "category": "ncii", "jurisdiction": "KR"},
+        headers=kcsc,
+    )
+    assert created.status_code == 201 and created.json()["owner"] == "kcsc"
+    assert service.client.get("/v1/lists/ncii-kr", headers=ncc).status_code == 404
+    assert service.client.get("/v1/lists", headers=ncc).json() == []
+    value = hash_bytes(photo(), [Algorithm.PDQ])[0]
+    added = service.client.post(
+        "/v1/lists/ncii-kr/entries",
+        json={"entries": [{"algorithm": "pdq", "hash": value.hex, "reference": "case-7"}]},
+        headers=kcsc,
+    )
+    assert added.status_code == 200 and added.json()["added"] == 1
+    forbidden = service.client.post(
+        "/v1/lists/ncii-kr/withdrawals", json={"reason": "x", "references": ["case-7"]}, headers=ncc
+    )
+    assert forbidden.status_code == 404  # another organisation's list is not even confirmed
+    service.follow()
+    query = {"hashes": [{"algorithm": "pdq", "value": value.hex}]}
+    assert service.client.post("/v1/match/hashes", json=query, headers=ncc).json()["match"] is False
+    shared = service.client.patch("/v1/lists/ncii-kr", json={"shared_with": ["ncc"]}, headers=kcsc)
+    assert shared.status_code == 200 and shared.json()["shared_with"] == ["ncc"]
+    service.follow()
+    result = service.client.post("/v1/match/hashes", json=query, headers=ncc).json()
+    assert result["match"] is True
+    (hit,) = result["results"][0]["matches"]
+    assert hit["list"] == "ncii-kr" and hit["reference"] == "case-7" and hit["distance"] == 0
+    assert "hash" not in hit and value.hex not in str(hit)  # never another organisation's hash
+    assert isinstance(hit["distance"], int)
+
+
+def test_image_matching_variants_and_withdrawal(service: Service) -> None:
+    key = service.key("kcsc", Role.CONTRIBUTE, Role.MATCH)
+    service.client.post("/v1/lists", json={"name": "l", "category": "ncii"}, headers=key)
+    original = photo(3)
+    (value,) = hash_bytes(original, [Algorithm.PDQ])
+    service.client.post(
+        "/v1/lists/l/entries",
+        json={"entries": [{"algorithm": "pdq", "hash": value.hex, "reference": "r1"}]},
+        headers=key,
+    )
+    service.follow()
+    flipped = encode(
+        Image.open(io.BytesIO(original)).transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+        "PNG",
+    )
+    multipart = service.client.post(
+        "/v1/match", files={"file": ("x.png", flipped, "image/png")}, headers=key
+    )
+    assert multipart.status_code == 200, multipart.text
+    body = multipart.json()
+    assert body["match"] is True and body["matches"][0]["variant"] == "flip_horizontal"
+    assert set(body["hashes"]) == {"pdq", "phash", "md5", "sha256"}
+    raw = service.client.post(
+        "/v1/match", content=original, headers={**key, "Content-Type": "image/jpeg"}
+    )
+    assert raw.json()["matches"][0]["variant"] == "original"
+    assert raw.json()["matches"][0]["distance"] <= 2
+    hashed = service.client.post(
+        "/v1/hash", content=original, headers={**key, "Content-Type": "image/jpeg"}
+    )
+    assert hashed.json()["hashes"]["pdq"]["value"] == value.hex
+    withdrawn = service.client.post(
+        "/v1/lists/l/withdrawals", json={"reason": "victim", "references": ["r1"]}, headers=key
+    )
+    assert withdrawn.json()["withdrawn"] == 1
+    service.follow()
+    assert (
+        service.client.post(
+            "/v1/match", content=original, headers={**key, "Content-Type": "image/jpeg"}
+        ).json()["match"]
+        is False
+    )
+
+
+def test_allow_list_hit_suppresses_block_hits(service: Service) -> None:
+    key = service.key("org", Role.CONTRIBUTE, Role.MATCH)
+    image = photo(5)
+    (value,) = hash_bytes(image, [Algorithm.PDQ])
+    for name, kind in (("block", "block"), ("known-good", "allow")):
+        service.client.post(
+            "/v1/lists", json={"name": name, "category": "csam", "kind": kind}, headers=key
+        )
+        service.client.post(
+            f"/v1/lists/{name}/entries",
+            json={"entries": [{"algorithm": "pdq", "hash": value.hex}]},
+            headers=key,
+        )
+    service.follow()
+    body = service.client.post(
+        "/v1/match", content=image, headers={**key, "Content-Type": "image/jpeg"}
+    ).json()
+    assert body["match"] is False
+    assert [m["list"] for m in body["allowed"]] == ["known-good"]
+    assert body["matches"][0]["list"] == "block" and body["matches"][0]["suppressed"] is True
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "status", "code"),
+    [
+        (b"hello", "text/plain", 415, "unsupported_content_type"),
+        (b"%PDF-1.7", "image/jpeg", 415, "unsupported_media"),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "image/jpeg", 422, "corrupt_media"),
+        (b"", "image/jpeg", 422, "empty_media"),
+        (b"\xff" * 3_000_000, "image/jpeg", 413, "payload_too_large"),
+    ],
+)
+def test_image_errors(
+    service: Service, content: bytes, content_type: str, status: int, code: str
+) -> None:
+    key = service.key("org", Role.MATCH)
+    response = service.client.post(
+        "/v1/match", content=content, headers={**key, "Content-Type": content_type}
+    )
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["code"] == code
+
+
+def test_bad_hashes_name_the_field(service: Service) -> None:
+    key = service.key("org", Role.MATCH)
+    bad = service.client.post(
+        "/v1/match/hashes",
+        json={
+            "hashes": [
+                {"algorithm": "pdq", "value": "ab" * 32},
+                {"algorithm": "pdq", "value": "zz"},
+            ]
+        },
+        headers=key,
+    )
+    assert bad.status_code == 422 and "hashes[1]" in bad.json()["error"]["message"]
+    unknown = service.client.post(
+        "/v1/match/hashes", json={"hashes": [{"algorithm": "photodna", "value": "00"}]}, headers=key
+    )
+    assert unknown.status_code == 422 and "photodna" in unknown.json()["error"]["message"]
+    shape = service.client.post("/v1/match/hashes", json={"hashes": "nope"}, headers=key)
+    assert shape.status_code == 422 and shape.json()["error"]["code"] == "invalid_request"
+    too_many = service.client.post(
+        "/v1/match/hashes",
+        json={"hashes": [{"algorithm": "md5", "value": "0" * 32}] * 10_001},
+        headers=key,
+    )
+    assert too_many.status_code == 422
+
+
+def test_metrics_changes_and_no_media_written(service: Service, tmp_path: Path) -> None:
+    key = service.key("org", Role.CONTRIBUTE, Role.MATCH)
+    service.client.post("/v1/lists", json={"name": "l", "category": "csam"}, headers=key)
+
+    def files() -> set[str]:
+        return {
+            str(p)
+            for p in tmp_path.rglob("*")
+            if p.is_file() and "-wal" not in p.name and "-shm" not in p.name
+        }
+
+    temp_before = set(Path(tempfile.gettempdir()).iterdir())
+    before = files()
+    big = encode(natural_image(1600, 1200, seed=8), "JPEG", quality=95)  # > 1 MB multipart
+    for _ in range(3):
+        service.client.post(
+            "/v1/match", files={"file": ("secret-name.jpg", big, "image/jpeg")}, headers=key
+        )
+        service.client.post(
+            "/v1/match", content=photo(), headers={**key, "Content-Type": "image/jpeg"}
+        )
+    assert files() == before
+    assert set(Path(tempfile.gettempdir()).iterdir()) - temp_before == set()
+    metrics = service.client.get("/metrics").text
+    assert 'hashmatch_requests_total{method="POST",route="/v1/match",status="200"}' in metrics
+    assert "hashmatch_index_entries" in metrics and "secret-name" not in metrics
+    changes = service.client.get("/v1/changes?cursor=0", headers=key).json()
+    assert [c["kind"] for c in changes["changes"]] == ["list"] and changes["changes"][0][
+        "list"
+    ] == "l"
