@@ -239,3 +239,38 @@ def test_metrics_changes_and_no_media_written(service: Service, tmp_path: Path) 
     assert [c["kind"] for c in changes["changes"]] == ["list"] and changes["changes"][0][
         "list"
     ] == "l"
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "index", rate_limit=1.0, rate_burst=3)
+    store = Store.open(database_url(settings.data_dir, None))
+    with TestClient(create_app(settings, load_in_background=False)) as client:
+        _, secret = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
+        _, other = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
+        statuses = [
+            client.get("/v1/lists", headers={"Authorization": f"Bearer {secret}"}).status_code
+            for _ in range(5)
+        ]
+        assert statuses == [200, 200, 200, 429, 429]
+        limited = client.get("/v1/lists", headers={"Authorization": f"Bearer {secret}"})
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1
+        # buckets are per key
+        assert (
+            client.get("/v1/lists", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+        )
+    store.close()
+
+
+def test_token_bucket_refills() -> None:
+    from hashmatch.api.ratelimit import RateLimited, TokenBuckets
+
+    buckets = TokenBuckets(rate=2.0, burst=2)
+    buckets.take(1, now=0.0)
+    buckets.take(1, now=0.0)
+    with pytest.raises(RateLimited) as limited:
+        buckets.take(1, now=0.0)
+    assert limited.value.retry_after == pytest.approx(0.5)
+    buckets.take(1, now=0.5)  # one token back after half a second
+    with pytest.raises(RateLimited):
+        buckets.take(1, now=0.5)

@@ -143,13 +143,24 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from hashmatch.api.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,  # request lines would carry client-chosen names; metrics cover traffic
-    )
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        # Request lines would carry client-chosen names; the metrics cover traffic.
+        "access_log": False,
+    }
+    if settings.workers > 1:
+        # Each worker builds its own settings from the environment: pass the flags on there.
+        os.environ["HASHMATCH_DATA_DIR"] = str(settings.data_dir)
+        uvicorn.run(
+            "hashmatch.api.app:app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            **options,  # type: ignore[arg-type]
+        )
+    else:
+        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
     return EXIT_OK
 
 
@@ -202,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", help="bind address (HASHMATCH_HOST, default 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (HASHMATCH_PORT, default 8000)")
     serve_cmd.add_argument("--data-dir", type=Path, help="data directory (HASHMATCH_DATA_DIR)")
+    serve_cmd.add_argument(
+        "--workers", type=int, help="worker processes, each a replica (HASHMATCH_WORKERS)"
+    )
     serve_cmd.set_defaults(handler=_cmd_serve)
 
     from hashmatch.cli_lists import add_commands
@@ -219,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
             data_dir=getattr(args, "data_dir", None),
+            workers=getattr(args, "workers", None),
         )
         status: int = args.handler(args, settings)
     except HashmatchError as exc:

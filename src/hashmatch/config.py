@@ -25,6 +25,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
 def _port(raw: str) -> int:
     value = int(raw)
     if not 0 < value < 65536:
@@ -54,6 +61,10 @@ class Settings:
     log_level: str = field(default="info", metadata={"parse": _log_level})
     max_upload_bytes: int = field(default=50_000_000, metadata={"parse": _positive_int})
     max_pixels: int = field(default=100_000_000, metadata={"parse": _positive_int})
+    #: Requests per second each API key may make (token bucket), and the burst it may spend.
+    rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
+    rate_burst: int = field(default=400, metadata={"parse": _positive_int})
+    workers: int = field(default=1, metadata={"parse": _positive_int})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

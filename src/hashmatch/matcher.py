@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -289,14 +290,18 @@ class Matcher:
             folder = self.snapshot_dir / f"snapshot-{self.cursor:012d}"
             if (folder / "manifest.json").is_file():
                 return folder  # this cursor is saved already; the state cannot differ
-            staging = self.snapshot_dir / f".staging-{self.cursor:012d}"
+            # Several workers may snapshot the same cursor at once: each stages its own copy.
+            staging = self.snapshot_dir / f".staging-{self.cursor:012d}-{os.getpid()}"
             staging.mkdir(parents=True, exist_ok=True)
             for algorithm, index in self._indexes.items():
                 index.save(str(staging / f"{algorithm.value}.index"))
             self._entries.save(str(staging / "entries.table"))
             manifest = {"version": SNAPSHOT_VERSION, "cursor": self.cursor}
             (staging / "manifest.json").write_text(json.dumps(manifest))
-            staging.replace(folder)
+            try:
+                staging.replace(folder)
+            except OSError:  # another worker got there first with the same state
+                _remove_tree(staging)
         for old in sorted(self.snapshot_dir.glob("snapshot-*"))[:-2]:
             _remove_tree(old)
         return folder

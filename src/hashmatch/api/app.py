@@ -16,6 +16,7 @@ from hashmatch.api import lists, matching
 from hashmatch.api.auth import KeyCache
 from hashmatch.api.errors import error_body, install_error_handlers
 from hashmatch.api.metrics import Metrics
+from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
 from hashmatch.matcher import Matcher
 from hashmatch.store import Store, database_url
@@ -61,6 +62,7 @@ def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAP
     )
     app.state.settings = settings
     app.state.ready = False
+    app.state.rate_limits = TokenBuckets(settings.rate_limit, settings.rate_burst)
     install_error_handlers(app)
     metrics = Metrics()
     app.state.metrics = metrics
@@ -85,3 +87,8 @@ def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAP
         return PlainTextResponse(body, media_type=content_type)
 
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The entry point of each ``hashmatch serve --workers N`` worker process."""
+    return create_app(Settings.from_env())

@@ -10,6 +10,7 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 
+from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.errors import Forbidden, Unauthorized
 from hashmatch.keys import KeyInfo, Role, authenticate
 from hashmatch.store import Store
@@ -49,6 +50,8 @@ def caller(request: Request) -> KeyInfo:
     info = cache.lookup(secret.strip())
     if info is None:
         raise Unauthorized("unknown or revoked API key")
+    buckets: TokenBuckets = request.app.state.rate_limits
+    buckets.take(info.id)
     return info
 
 

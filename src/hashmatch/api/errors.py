@@ -11,8 +11,10 @@ from typing import Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from hashmatch.api.ratelimit import RateLimited, retry_after_header
 from hashmatch.errors import (
     BadRequest,
     Conflict,
@@ -36,6 +38,7 @@ from hashmatch.errors import (
 #: Checked in order; the first matching type gives the status.
 HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (Unauthorized, 401),
+    (RateLimited, 429),
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
@@ -71,16 +74,20 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HashmatchError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": retry_after_header(exc)}
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
     )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+    assert isinstance(exc, RequestValidationError | ValidationError)
     problems = []
-    for error in exc.errors()[:20]:
+    for error in list(exc.errors())[:20]:
         where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
         problems.append(f"{where or 'body'}: {error.get('msg', 'invalid')}")
     return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
@@ -100,5 +107,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HashmatchError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Bodies a route validates itself (e.g. JSON read under a byte cap).
+    app.add_exception_handler(ValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
