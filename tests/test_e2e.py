@@ -24,6 +24,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+SERVER_PIDS: list[int] = []
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
 @contextmanager
 def serve(env: dict[str, str]) -> Iterator[str]:
     port = free_port()
@@ -34,6 +42,7 @@ def serve(env: dict[str, str]) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
+    SERVER_PIDS.append(process.pid)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -130,3 +139,37 @@ def test_two_services_on_one_postgresql_follow_each_other(tmp_path: Path) -> Non
             while httpx.post(f"{b}/v1/match/hashes", json=query, headers=auth).json()["match"]:
                 assert time.monotonic() - committed < 1.0, "still matched through B after 1 s"
                 time.sleep(0.02)
+
+
+def test_workers_serve_and_stop_together(tmp_path: Path) -> None:
+    env = {"HASHMATCH_DATA_DIR": str(tmp_path / "index"), "HASHMATCH_WORKERS": "2"}
+    key = make_key(env, "kcsc")
+    auth = {"Authorization": f"Bearer {key}"}
+    with serve(env) as base:
+        httpx.post(f"{base}/v1/lists", json={"name": "l", "category": "ncii"}, headers=auth)
+        value = "cd" * 32
+        httpx.post(
+            f"{base}/v1/lists/l/entries",
+            headers=auth,
+            json={"entries": [{"algorithm": "pdq", "hash": value}]},
+        )
+        query = {"hashes": [{"algorithm": "pdq", "value": value}]}
+        workers = [p for p in children_of(SERVER_PIDS[-1]) if "spawn" in _cmdline(p)]
+        assert len(workers) == 2
+        deadline = time.monotonic() + 3
+        # fresh connections land on either worker: every one must see the entry within 1 s
+        seen = 0
+        while seen < 20:
+            assert time.monotonic() < deadline, "a worker did not follow the change"
+            matched = httpx.post(f"{base}/v1/match/hashes", json=query, headers=auth).json()[
+                "match"
+            ]
+            seen = seen + 1 if matched else 0
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()], "workers outlived the service"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

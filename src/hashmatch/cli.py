@@ -139,28 +139,9 @@ def _progress(total: int, label: str) -> Iterator[_Progress]:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from hashmatch.serve import serve
 
-    from hashmatch.api.app import create_app
-
-    options: dict[str, object] = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        # Request lines would carry client-chosen names; the metrics cover traffic.
-        "access_log": False,
-    }
-    if settings.workers > 1:
-        # Each worker builds its own settings from the environment: pass the flags on there.
-        os.environ["HASHMATCH_DATA_DIR"] = str(settings.data_dir)
-        uvicorn.run(
-            "hashmatch.api.app:app_from_environment",
-            factory=True,
-            workers=settings.workers,
-            **options,  # type: ignore[arg-type]
-        )
-    else:
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+    serve(settings)
     return EXIT_OK
 
 

@@ -87,8 +87,3 @@ def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAP
         return PlainTextResponse(body, media_type=content_type)
 
     return app
-
-
-def app_from_environment() -> FastAPI:
-    """The entry point of each ``hashmatch serve --workers N`` worker process."""
-    return create_app(Settings.from_env())
