@@ -73,6 +73,10 @@ def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photo
     assert matched[0]["match"] and {m["algorithm"] for m in matched[0]["matches"]} == {"pdq"}
     assert matched[0]["matches"][0]["list"] == "ncii-kr"
     assert not matched[1]["match"]
+    flipped = tmp_path / "flipped.png"
+    Image.open(photos / "p1.jpg").transpose(Image.Transpose.ROTATE_90).save(flipped)
+    rotated = json.loads(cli(data, "match", flipped, "--json").stdout)[0]
+    assert rotated["match"] and rotated["matches"][0]["algorithm"] == "pdq"
 
     tx = cli(data, "hash", photos / "p2.jpg", "-f", "tx", "-a", "pdq").stdout
     (tmp_path / "withdraw.txt").write_bytes(tx)

@@ -204,19 +204,24 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
-    from hashmatch.hashing import Algorithm, hash_bytes, parse_hash
+    from hashmatch.hashing import parse_hash, query_hashes
     from hashmatch.matcher import Matcher
 
     matcher = Matcher(_store(settings), settings.data_dir / "snapshots")
     matcher.load()
     queries: list[tuple[str, Any]] = [(text, [parse_hash(text)]) for text in args.hash or ()]
     for path in args.paths:
-        data = Path(path).read_bytes()
-        queries.append((path, hash_bytes(data, list(Algorithm), settings.media_limits)))
+        _, variants = query_hashes(Path(path).read_bytes(), settings.media_limits)
+        queries.append((path, [value for value, _ in variants]))
     lists = args.lists.split(",") if args.lists else None
     results: list[dict[str, Any]] = []
     for label, hashes in queries:
-        found = [m for per_hash in matcher.match(hashes, lists=lists) for m in per_hash]
+        closest: dict[int, Any] = {}
+        for per_hash in matcher.match(hashes, lists=lists):
+            for m in per_hash:
+                if m.entry_id not in closest or m.distance < closest[m.entry_id].distance:
+                    closest[m.entry_id] = m
+        found = sorted(closest.values(), key=lambda m: m.distance)
         results.append(
             {"query": label, "match": bool(found), "matches": [m.as_dict() for m in found]}
         )

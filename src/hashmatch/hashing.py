@@ -236,3 +236,18 @@ def hash_bytes(
         else:
             hashes.append(digest(algorithm, data))
     return hashes
+
+
+def query_hashes(
+    data: bytes, limits: MediaLimits = DEFAULT_LIMITS
+) -> tuple[DecodedImage, list[tuple[Hash, Variant | None]]]:
+    """What to look up for one submitted image: PDQ of all 8 rotations and flips (the variant
+    named), pHash, and the two digests, from one decode."""
+    check_size(len(data), limits)
+    decoded = decode(data, limits)
+    queries: list[tuple[Hash, Variant | None]] = [
+        (value, variant) for variant, value in pdq_variants(decoded).items()
+    ]
+    queries.append((phash(decoded), None))
+    queries += [(digest(a, data), None) for a in (Algorithm.MD5, Algorithm.SHA256)]
+    return decoded, queries

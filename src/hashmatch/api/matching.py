@@ -20,10 +20,10 @@ from hashmatch.api.models import (
 )
 from hashmatch.api.uploads import read_image
 from hashmatch.errors import HashFormatError, NotReady
-from hashmatch.hashing import Algorithm, Hash, Variant, digest, parse_algorithm, pdq_variants, phash
+from hashmatch.hashing import Algorithm, Hash, Variant, parse_algorithm, query_hashes
 from hashmatch.keys import KeyInfo, Role
 from hashmatch.matcher import Match, Matcher
-from hashmatch.media import MediaLimits, decode
+from hashmatch.media import MediaLimits
 
 router = APIRouter(prefix="/v1", tags=["matching"])
 Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
@@ -90,25 +90,17 @@ def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> MatchH
 def _image_hashes(
     data: bytes, limits: MediaLimits
 ) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
-    decoded = decode(data, limits)
-    variants = pdq_variants(decoded)
-    original = variants[Variant.ORIGINAL]
-    phash_value = phash(decoded)
-    md5, sha256 = digest(Algorithm.MD5, data), digest(Algorithm.SHA256, data)
-    shown = {
-        "pdq": ImageHashOut(
-            algorithm="pdq",
-            value=original.hex,
-            quality=original.quality,
-            low_quality=original.low_quality,
-        ),
-        "phash": ImageHashOut(algorithm="phash", value=phash_value.hex),
-        "md5": ImageHashOut(algorithm="md5", value=md5.hex),
-        "sha256": ImageHashOut(algorithm="sha256", value=sha256.hex),
-    }
-    queries: list[tuple[Hash, str | None]] = [(h, v.value) for v, h in variants.items()]
-    queries += [(phash_value, None), (md5, None), (sha256, None)]
-    return shown, queries
+    _, queries = query_hashes(data, limits)
+    shown: dict[str, ImageHashOut] = {}
+    for value, variant in queries:
+        if variant in (None, Variant.ORIGINAL):
+            shown[value.algorithm.value] = ImageHashOut(
+                algorithm=value.algorithm.value,
+                value=value.hex,
+                quality=value.quality,
+                low_quality=value.low_quality if value.algorithm is Algorithm.PDQ else None,
+            )
+    return shown, [(value, variant.value if variant else None) for value, variant in queries]
 
 
 @router.post("/hash", response_model=HashImageOut, summary="Hash an image (nothing is stored)")
