@@ -274,3 +274,23 @@ def test_token_bucket_refills() -> None:
     buckets.take(1, now=0.5)  # one token back after half a second
     with pytest.raises(RateLimited):
         buckets.take(1, now=0.5)
+
+
+def test_hash_set_file_upload_and_paged_entries(service: Service) -> None:
+    key = service.key("org", Role.CONTRIBUTE, Role.MATCH)
+    service.client.post("/v1/lists", json={"name": "l", "category": "csam"}, headers=key)
+    rows = "".join(f"pdq,{i:064x},ref-{i}\n" for i in range(25))
+    body = f"algorithm,hash,reference\n{rows}pdq,xyz,bad\n".encode()
+    strict = service.client.post(
+        "/v1/lists/l/entries?strict=true", content=body, headers={**key, "Content-Type": "text/csv"}
+    )
+    assert strict.status_code == 422 and strict.json()["error"]["code"] == "import_rejected"
+    report = service.client.post(
+        "/v1/lists/l/entries", content=body, headers={**key, "Content-Type": "text/csv"}
+    ).json()
+    assert (report["added"], report["rejected"]) == (25, 1)
+    assert report["errors"] == [{"line": 27, "reason": "pdq hash must be 64 hex digits, got 3"}]
+    first = service.client.get("/v1/lists/l/entries?limit=10", headers=key).json()
+    assert [e["reference"] for e in first["entries"]] == [f"ref-{i}" for i in range(10)]
+    rest = service.client.get(f"/v1/lists/l/entries?after={first['next']}&limit=100", headers=key)
+    assert len(rest.json()["entries"]) == 15 and rest.json()["next"] is None
