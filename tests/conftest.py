@@ -41,6 +41,12 @@ def natural_image(width: int = 800, height: int = 600, seed: int = 0) -> Image.I
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
+def random_hexes(count: int, seed: int = 0, nbytes: int = 32) -> list[str]:
+    """Hex of ``count`` uniformly random codes of ``nbytes`` bytes, reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes().hex() for _ in range(count)]
+
+
 def encode(image: Image.Image, image_format: str = "JPEG", **params: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, image_format, **params)

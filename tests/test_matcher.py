@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import random_hexes
 from dbs import BACKENDS, database
 from hashmatch.formats_in import read_hash_set
 from hashmatch.hashing import Algorithm, Hash
@@ -36,11 +37,6 @@ def flip(value: bytes, bits: int, seed: int = 0) -> bytes:
 def import_hexes(store: Store, name: str, hexes: list[str], algorithm: str = "pdq") -> None:
     data = "".join(f"{algorithm} {h} ref-{i}\n" for i, h in enumerate(hexes)).encode()
     store.import_rows(name, read_hash_set(io.BytesIO(data)), actor="test")
-
-
-def random_hexes(count: int, seed: int = 0, nbytes: int = 32) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes().hex() for _ in range(count)]
 
 
 def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> None:

@@ -6,11 +6,11 @@ import io
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from conftest import random_hexes
 from dbs import BACKENDS, database
 from hashmatch.errors import Conflict, ImportRejected, InvalidList, NotFound, StoreError
 from hashmatch.formats_in import HashRow, RowError, read_hash_set
@@ -27,11 +27,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             yield opened
         finally:
             opened.close()
-
-
-def random_hexes(count: int, seed: int = 0, nbytes: int = 32) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, nbytes, dtype=np.uint8).tobytes().hex() for _ in range(count)]
 
 
 def csv_bytes(hexes: list[str], algorithm: str = "pdq", extra: str = "") -> bytes:

@@ -226,8 +226,11 @@ def hash_bytes(
 
     Perceptual algorithms decode (and so validate) the image; digests alone do not decode.
     """
-    check_size(len(data), limits)
-    decoded = decode(data, limits) if any(a.perceptual for a in algorithms) else None
+    if any(a.perceptual for a in algorithms):
+        decoded = decode(data, limits)  # checks the size too
+    else:
+        check_size(len(data), limits)
+        decoded = None
     hashes: list[Hash] = []
     for algorithm in algorithms:
         if algorithm.perceptual:
@@ -243,7 +246,6 @@ def query_hashes(
 ) -> tuple[DecodedImage, list[tuple[Hash, Variant | None]]]:
     """What to look up for one submitted image: PDQ of all 8 rotations and flips (the variant
     named), pHash, and the two digests, from one decode."""
-    check_size(len(data), limits)
     decoded = decode(data, limits)
     queries: list[tuple[Hash, Variant | None]] = [
         (value, variant) for variant, value in pdq_variants(decoded).items()

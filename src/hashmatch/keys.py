@@ -41,6 +41,14 @@ class KeyInfo:
     def allows(self, role: Role) -> bool:
         return role in self.roles or Role.ADMIN in self.roles
 
+    def can_see(self, owner: str, shared_with: tuple[str, ...]) -> bool:
+        """A list is visible to its owner, the organisations it is shared with, and admins."""
+        return (
+            Role.ADMIN in self.roles
+            or owner == self.organisation
+            or self.organisation in shared_with
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,

@@ -72,9 +72,6 @@ class DecodedImage:
     width: int
     height: int
 
-    def rgb_array(self) -> np.ndarray:
-        return as_rgb_array(self.image)
-
 
 def as_rgb_array(image: Image.Image) -> np.ndarray:
     """Pixels of an RGB or L image as a read-only uint8 array of shape (height, width, 3).

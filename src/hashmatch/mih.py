@@ -99,7 +99,6 @@ class ProbePlan:
     masks: np.ndarray  # (P,) bits flipped in the query's key
     bases: np.ndarray  # (P,) where that table's offsets start in the concatenated array
     probes: int
-    expected_candidates: float  # for uniformly spread codes
 
 
 @dataclass
@@ -158,7 +157,6 @@ class Tables:
                 np.concatenate(masks),
                 self.bases[table_of_probe],
                 int(table_of_probe.size),
-                self.expected_candidates(max_distance),
             )
             self._plans[max_distance] = plan
         return plan

@@ -470,15 +470,6 @@ class Store:
                 for r in rows
             ]
 
-    def live_entries(self, *, upto_cursor: int | None = None) -> Iterator[EntryRow]:
-        """Every live entry (optionally as of a cursor), in id order, streamed."""
-        query = select(entries).where(entries.c.withdrawn_at.is_(None)).order_by(entries.c.id)
-        if upto_cursor is not None:
-            query = query.where(entries.c.added_change <= upto_cursor)
-        with self.engine.connect() as conn:
-            for r in conn.execution_options(yield_per=20_000).execute(query).mappings():
-                yield _entry(r)
-
     def live_rows(
         self, *, upto_cursor: int | None = None
     ) -> Iterator[tuple[int, int, str, bytes, str | None, str]]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch.api.auth import caller, require
-from hashmatch.api.models import EntriesIn, ListIn, ListPatch, WithdrawIn
+from hashmatch.api.models import EntriesIn, ListIn, ListPatch, WithdrawIn, parse_hashes
 from hashmatch.api.uploads import read_body
 from hashmatch.errors import Forbidden, HashFormatError, NotFound
 from hashmatch.formats_in import HashRow, RowError, read_hash_set
@@ -31,11 +31,7 @@ def _store(request: Request) -> Store:
 
 
 def _visible(info: ListInfo, key: KeyInfo) -> bool:
-    return (
-        Role.ADMIN in key.roles
-        or info.owner == key.organisation
-        or key.organisation in info.shared_with
-    )
+    return key.can_see(info.owner, info.shared_with)
 
 
 def _owned(store: Store, name: str, key: KeyInfo) -> ListInfo:
@@ -119,12 +115,7 @@ async def add_entries(name: str, request: Request, key: Contributor) -> dict[str
 def withdraw(name: str, body: WithdrawIn, request: Request, key: Contributor) -> dict[str, Any]:
     store = _store(request)
     _owned(store, name, key)
-    hashes = []
-    for position, item in enumerate(body.hashes):
-        try:
-            hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
-        except HashFormatError as exc:
-            raise HashFormatError(f"hashes[{position}]: {exc.message}") from None
+    hashes = parse_hashes(body.hashes)
     count = store.withdraw(
         name, actor=_actor(key), reason=body.reason, references=body.references, hashes=hashes
     )

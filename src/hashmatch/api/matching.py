@@ -17,10 +17,11 @@ from hashmatch.api.models import (
     MatchHashesOut,
     MatchImageOut,
     MatchOut,
+    parse_hashes,
 )
 from hashmatch.api.uploads import read_image
-from hashmatch.errors import HashFormatError, NotReady
-from hashmatch.hashing import Algorithm, Hash, Variant, parse_algorithm, query_hashes
+from hashmatch.errors import NotReady
+from hashmatch.hashing import Algorithm, Hash, Variant, query_hashes
 from hashmatch.keys import KeyInfo, Role
 from hashmatch.matcher import Match, Matcher
 from hashmatch.media import MediaLimits
@@ -32,13 +33,7 @@ Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
 def visible_lists(request: Request, key: KeyInfo, wanted: list[str] | None) -> list[str]:
     """Names of the enabled lists this key may match against, narrowed to ``wanted``."""
     matcher = _matcher(request)
-    names = [
-        info.name
-        for info in matcher.lists()
-        if Role.ADMIN in key.roles
-        or info.owner == key.organisation
-        or key.organisation in info.shared_with
-    ]
+    names = [info.name for info in matcher.lists() if key.can_see(info.owner, info.shared_with)]
     if wanted is not None:
         names = [name for name in names if name in set(wanted)]
     return names
@@ -68,12 +63,7 @@ def _out(match: Match, variant: str | None = None, suppressed: bool = False) -> 
 
 @router.post("/match/hashes", response_model=MatchHashesOut, summary="Match up to 10,000 hashes")
 def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> MatchHashesOut:
-    hashes = []
-    for position, item in enumerate(body.hashes):
-        try:
-            hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
-        except HashFormatError as exc:
-            raise HashFormatError(f"hashes[{position}]: {exc.message}") from None
+    hashes = parse_hashes(body.hashes)
     lists = visible_lists(request, key, body.lists)
     found = _matcher(request).match(hashes, lists=lists, max_distance=body.max_distance)
     results = [

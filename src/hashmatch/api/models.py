@@ -7,10 +7,24 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from hashmatch.errors import HashFormatError
+from hashmatch.hashing import Hash, parse_algorithm
+
 
 class HashIn(BaseModel):
     algorithm: str = Field(examples=["pdq"])
     value: str = Field(description="lowercase or uppercase hex", examples=["f8f8f0cce0f4a84f" * 4])
+
+
+def parse_hashes(items: builtins.list[HashIn]) -> builtins.list[Hash]:
+    """Validated hashes, an error naming the first bad one's position."""
+    hashes = []
+    for position, item in enumerate(items):
+        try:
+            hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
+        except HashFormatError as exc:
+            raise HashFormatError(f"hashes[{position}]: {exc.message}") from None
+    return hashes
 
 
 class MatchHashesIn(BaseModel):
