@@ -134,3 +134,26 @@ def test_strict_import_and_errors_have_exit_codes(tmp_path: Path) -> None:
     assert (
         cli(data, "lists", "create", "x", "--category", "csam", "--kind", "maybe").returncode == 2
     )
+
+
+def test_unreadable_inputs_are_named_without_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "index"
+    cli(data, "lists", "create", "l", "--category", "csam")
+    missing = tmp_path / "missing.csv"
+    for args in (
+        ("lists", "import", "l", missing),
+        ("lists", "withdraw", "l", "--file", missing, "--reason", "r"),
+        ("match", missing),
+    ):
+        result = cli(data, *args)
+        assert result.returncode == 66, args
+        assert result.stderr.decode().strip() == (
+            f"hashmatch: cannot read {missing}: No such file or directory"
+        )
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    refused = cli(data, "match", not_image)
+    assert refused.returncode == 65
+    assert refused.stderr.decode().strip() == (
+        f"hashmatch: {not_image}: text is not a supported image format"
+    )

@@ -294,3 +294,13 @@ def test_hash_set_file_upload_and_paged_entries(service: Service) -> None:
     assert [e["reference"] for e in first["entries"]] == [f"ref-{i}" for i in range(10)]
     rest = service.client.get(f"/v1/lists/l/entries?after={first['next']}&limit=100", headers=key)
     assert len(rest.json()["entries"]) == 15 and rest.json()["next"] is None
+
+
+def test_multipart_file_over_the_cap_is_refused_while_reading(service: Service) -> None:
+    key = service.key("org", Role.MATCH)
+    just_over = b"\xff\xd8\xff" + b"\x00" * 2_000_010  # the cap is 2,000,000 bytes
+    response = service.client.post(
+        "/v1/match", files={"file": ("x.jpg", just_over, "image/jpeg")}, headers=key
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"

@@ -228,6 +228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        # A file named on the command line could not be read: say which, without a traceback.
+        error = UnreadableFile(f"cannot read {exc.filename}: {exc.strerror or exc}")
+        _stderr(error.message)
+        return exit_code_for(error)
     return status
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from hashmatch.config import Settings
-from hashmatch.errors import ImportRejected
+from hashmatch.errors import ImportRejected, MediaError
 
 if TYPE_CHECKING:
     from hashmatch.store import Store
@@ -211,7 +211,10 @@ def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
     matcher.load()
     queries: list[tuple[str, Any]] = [(text, [parse_hash(text)]) for text in args.hash or ()]
     for path in args.paths:
-        _, variants = query_hashes(Path(path).read_bytes(), settings.media_limits)
+        try:
+            _, variants = query_hashes(Path(path).read_bytes(), settings.media_limits)
+        except MediaError as exc:
+            raise type(exc)(f"{path}: {exc.message}") from None
         queries.append((path, [value for value, _ in variants]))
     lists = args.lists.split(",") if args.lists else None
     results: list[dict[str, Any]] = []
