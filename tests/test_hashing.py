@@ -214,3 +214,28 @@ def test_variants_of_a_large_jpeg_decoded_as_luma() -> None:
     assert variants[Variant.ORIGINAL] == pdq(decoded)
     rotated = decode(encode(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=92))
     assert variants[Variant.ROTATE_90].distance(pdq(rotated)) <= 8
+
+
+PIL_TRANSPOSE = {
+    Variant.ROTATE_90: Image.Transpose.ROTATE_90,
+    Variant.ROTATE_180: Image.Transpose.ROTATE_180,
+    Variant.ROTATE_270: Image.Transpose.ROTATE_270,
+    Variant.FLIP_VERTICAL: Image.Transpose.FLIP_TOP_BOTTOM,
+    Variant.FLIP_HORIZONTAL: Image.Transpose.FLIP_LEFT_RIGHT,
+    Variant.TRANSPOSE: Image.Transpose.TRANSPOSE,
+    Variant.TRANSVERSE: Image.Transpose.TRANSVERSE,
+}
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize(("width", "height"), [(512, 384), (301, 512), (97, 130)])
+def test_each_variant_is_the_pdq_of_the_transformed_pixels(
+    mode: str, width: int, height: int
+) -> None:
+    """Oracle: the shortcut (four hashes, four bit-matrix transposes) equals hashing each
+    transformed image from its own pixels, bit for bit."""
+    decoded = decode(encode(natural_image(width, height, seed=width).convert(mode), "PNG"))
+    variants = pdq_variants(decoded)
+    for variant, method in PIL_TRANSPOSE.items():
+        moved = decode(encode(decoded.image.transpose(method), "PNG"))
+        assert variants[variant] == pdq(moved), variant

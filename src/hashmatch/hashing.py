@@ -16,7 +16,6 @@ from typing import Final
 
 import numpy as np
 import pdqhash
-from PIL import Image
 
 from hashmatch.errors import HashFormatError, UnknownAlgorithm
 from hashmatch.media import (
@@ -155,42 +154,56 @@ class Variant(StrEnum):
     TRANSVERSE = "transverse"
 
 
-_VARIANT_TRANSPOSE: Final[dict[Variant, Image.Transpose | None]] = {
-    Variant.ORIGINAL: None,
-    Variant.ROTATE_90: Image.Transpose.ROTATE_90,
-    Variant.ROTATE_180: Image.Transpose.ROTATE_180,
-    Variant.ROTATE_270: Image.Transpose.ROTATE_270,
-    Variant.FLIP_VERTICAL: Image.Transpose.FLIP_TOP_BOTTOM,
-    Variant.FLIP_HORIZONTAL: Image.Transpose.FLIP_LEFT_RIGHT,
-    Variant.TRANSPOSE: Image.Transpose.TRANSPOSE,
-    Variant.TRANSVERSE: Image.Transpose.TRANSVERSE,
-}
-
-
-def _pdq_of_pixels(rgb: np.ndarray) -> Hash:
+def _pdq_bits(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """PDQ's 256 bits as a 16x16 uint8 matrix (row-major, as the hash is laid out) + quality."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"PDQ needs uint8 RGB pixels (h, w, 3), got {rgb.dtype} {rgb.shape}")
     bits, quality = pdqhash.compute(rgb)
-    packed = np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
-    return Hash(Algorithm.PDQ, packed, int(quality))
+    return np.asarray(bits, dtype=np.uint8).reshape(16, 16), int(quality)
+
+
+def _pdq_hash(bits: np.ndarray, quality: int) -> Hash:
+    return Hash(Algorithm.PDQ, np.packbits(bits).tobytes(), quality)
 
 
 def pdq(image: DecodedImage) -> Hash:
-    return _pdq_of_pixels(as_rgb_array(image.image))
+    return _pdq_hash(*_pdq_bits(as_rgb_array(image.image)))
+
+
+#: The four variants that must be hashed from their own pixels, as numpy views of the original.
+_PIXEL_VARIANTS: Final = (
+    (Variant.ORIGINAL, (slice(None), slice(None))),
+    (Variant.FLIP_HORIZONTAL, (slice(None), slice(None, None, -1))),
+    (Variant.FLIP_VERTICAL, (slice(None, None, -1), slice(None))),
+    (Variant.ROTATE_180, (slice(None, None, -1), slice(None, None, -1))),
+)
+
+#: The other four are transposes of those: PDQ commutes exactly with transposition (each
+#: axis's filter window and sampling grid depend only on that axis's length), so the
+#: transposed image's hash is the transposed bit matrix. Rotating by 90 degrees
+#: counter-clockwise is transposing the horizontal flip.
+_TRANSPOSED_VARIANTS: Final = (
+    (Variant.TRANSPOSE, Variant.ORIGINAL),
+    (Variant.ROTATE_90, Variant.FLIP_HORIZONTAL),
+    (Variant.ROTATE_270, Variant.FLIP_VERTICAL),
+    (Variant.TRANSVERSE, Variant.ROTATE_180),
+)
 
 
 def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
-    """PDQ of all 8 dihedral transforms, each hashed from transposed pixels.
+    """PDQ of all 8 dihedral transforms, as if each transformed image had been hashed.
 
     PDQ's own DCT-domain shortcut (``compute_dihedral``) lands up to ~18 bits away from the
-    hash of the actually rotated image because its filter grid is not symmetric; hashing the
-    transposed pixels lands within a bit or two, which is what a rotated upload produces.
+    hash of an actually flipped image, because its box filters and sampling grid are not
+    mirror-symmetric; so the flips are hashed from flipped pixels (within a bit or two of what
+    a flipped upload produces) and only the exact transposes are taken from the bit matrix.
     """
-    variants: dict[Variant, Hash] = {}
-    for variant, method in _VARIANT_TRANSPOSE.items():
-        pixels = image.image if method is None else image.image.transpose(method)
-        variants[variant] = _pdq_of_pixels(as_rgb_array(pixels))
-    return variants
+    rgb = as_rgb_array(image.image)
+    computed = {variant: _pdq_bits(rgb[view]) for variant, view in _PIXEL_VARIANTS}
+    for variant, source in _TRANSPOSED_VARIANTS:
+        bits, quality = computed[source]
+        computed[variant] = (np.ascontiguousarray(bits.T), quality)
+    return {variant: _pdq_hash(*computed[variant]) for variant in Variant}
 
 
 def phash(image: DecodedImage) -> Hash:

@@ -15,7 +15,7 @@ from hashmatch import __version__
 from hashmatch.api import lists, matching
 from hashmatch.api.auth import KeyCache
 from hashmatch.api.errors import error_body, install_error_handlers
-from hashmatch.api.metrics import Metrics
+from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
 from hashmatch.matcher import Matcher
@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAP
     install_error_handlers(app)
     metrics = Metrics()
     app.state.metrics = metrics
-    app.middleware("http")(metrics.middleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(matching.router)
     app.include_router(lists.router)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.errors import Forbidden, Unauthorized
@@ -26,13 +27,21 @@ class KeyCache:
         self._lock = threading.Lock()
         self._entries: dict[bytes, tuple[float, KeyInfo | None]] = {}
 
-    def lookup(self, secret: str) -> KeyInfo | None:
+    def cached(self, secret: str) -> tuple[bool, KeyInfo | None]:
+        """``(True, info)`` when the cache still knows the key, without touching the store."""
         digest = hashlib.sha256(secret.encode()).digest()
-        now = time.monotonic()
         with self._lock:
             cached = self._entries.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None and cached[0] > time.monotonic():
+            return True, cached[1]
+        return False, None
+
+    def lookup(self, secret: str) -> KeyInfo | None:
+        known, info = self.cached(secret)
+        if known:
+            return info
+        digest = hashlib.sha256(secret.encode()).digest()
+        now = time.monotonic()
         info = authenticate(self._store, secret)
         with self._lock:
             if len(self._entries) > 10_000:
@@ -41,13 +50,17 @@ class KeyCache:
         return info
 
 
-def caller(request: Request) -> KeyInfo:
+async def caller(request: Request) -> KeyInfo:
+    # Async, so that a request costs no thread hop: the store is read only on a cache miss,
+    # and then off the event loop.
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("send an API key: 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.keys
-    info = cache.lookup(secret.strip())
+    known, info = cache.cached(secret.strip())
+    if not known:
+        info = await run_in_threadpool(cache.lookup, secret.strip())
     if info is None:
         raise Unauthorized("unknown or revoked API key")
     buckets: TokenBuckets = request.app.state.rate_limits
@@ -55,8 +68,8 @@ def caller(request: Request) -> KeyInfo:
     return info
 
 
-def require(role: Role) -> Callable[[KeyInfo], KeyInfo]:
-    def check(key: Annotated[KeyInfo, Depends(caller)]) -> KeyInfo:
+def require(role: Role) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
+    async def check(key: Annotated[KeyInfo, Depends(caller)]) -> KeyInfo:
         if not key.allows(role):
             raise Forbidden(f"this key lacks the {role.value!r} role")
         return key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import (
@@ -14,8 +13,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashmatch.hashing import Algorithm
 
@@ -48,21 +46,40 @@ class Metrics:
             registry=self.registry,
         )
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route template, never the path: paths may carry client-chosen names.
-        name = getattr(route, "path", "unmatched")
-        self.latency.labels(name, request.method).observe(time.perf_counter() - start)
-        self.requests.labels(name, request.method, str(response.status_code)).inc()
-        return response
-
     def render(self, matcher: Any) -> tuple[bytes, str]:
         if matcher is not None:
             for algorithm in Algorithm:
                 self.index_size.labels(algorithm.value).set(matcher.size(algorithm))
             self.cursor.set(matcher.cursor)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class MetricsMiddleware:
+    """Pure ASGI (``BaseHTTPMiddleware`` costs a task and a stream per request): observes each
+    HTTP request's latency and status under its route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_status)
+        finally:
+            # The route template, never the path: paths may carry client-chosen names.
+            name = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self._metrics.latency.labels(name, method).observe(time.perf_counter() - start)
+            self._metrics.requests.labels(name, method, str(status)).inc()
