@@ -4,6 +4,11 @@ Starts a real ``hashmatch serve`` (SQLite, an index of ``--entries`` random PDQ 
 the queried hashes absent) and drives it from threads of this process: the client shares the
 machine's cores with the server, as a co-located load generator would.
 
+Baseline, in the same run: the same work done in this process with no HTTP at all (one thread,
+the service's own ``Matcher`` over the same database, the same hashing path). The ratio
+``http / (in_process x workers)`` is the share of the machine's matching capacity that reaches
+clients over HTTP.
+
     python benchmarks/bench_http.py [--entries 1000000] [--workers 2] [--soak 300]
 """
 
@@ -28,7 +33,9 @@ import numpy as np
 from PIL import Image
 
 from hashmatch.formats_in import read_hash_set
+from hashmatch.hashing import Hash, query_hashes
 from hashmatch.keys import Role, create_key
+from hashmatch.matcher import Matcher
 from hashmatch.store import Store, database_url
 
 
@@ -122,6 +129,15 @@ def paced(
         "p99_ms": float(np.percentile(ms, 99)),
         "server_errors": float(sum(s >= 500 for s in statuses)),
     }
+
+
+def in_process(seconds: float, call: Callable[[], int]) -> float:
+    """Units per second of ``call`` run back to back in this thread."""
+    done = 0
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        done += call()
+    return done / (time.monotonic() - start)
 
 
 def main() -> None:
@@ -240,6 +256,14 @@ def main() -> None:
         result["hash_batches"] = closed_loop(4, args.seconds, batch)
         result["single_hash_at_200rps"] = paced(200, args.seconds, single)
         result["images"] = closed_loop(4, args.seconds, image_counted)
+        baseline = baseline_in_process(data_dir, codes, jpegs, rng, args.seconds)
+        result["baseline_in_process_one_thread"] = baseline
+        result["ratios"] = {
+            "hash_batches_http_vs_in_process": result["hash_batches"]["per_second"]  # type: ignore[index]
+            / (baseline["hash_batches_per_second"] * args.workers),
+            "images_http_vs_in_process": result["images"]["per_second"]  # type: ignore[index]
+            / (baseline["images_per_second"] * args.workers),
+        }
         result["images_at_30rps"] = paced(30, args.seconds, image)
         if args.soak:
             rss_before = tree_rss(server.pid)
@@ -254,6 +278,40 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def baseline_in_process(
+    data_dir: Path,
+    codes: np.ndarray,
+    jpegs: list[bytes],
+    rng: np.random.Generator,
+    seconds: float,
+) -> dict[str, float]:
+    """The same matching without HTTP: the service's Matcher, one thread, this process."""
+    store = Store.open(database_url(data_dir, None))
+    try:
+        matcher = Matcher(store)
+        matcher.load()
+        lists = [info.name for info in matcher.lists()]
+
+        def batch() -> int:
+            present = codes[rng.integers(0, len(codes), 100)]
+            absent = rng.integers(0, 256, size=(900, 32), dtype=np.uint8)
+            hashes = [Hash.from_hex("pdq", c.tobytes().hex()) for c in np.vstack([present, absent])]
+            matcher.match(hashes, lists=lists)
+            return len(hashes)
+
+        def image() -> int:
+            _, queries = query_hashes(jpegs[int(rng.integers(0, len(jpegs)))])
+            matcher.match([h for h, _ in queries], lists=lists)
+            return 1
+
+        return {
+            "hash_batches_per_second": in_process(seconds, batch),
+            "images_per_second": in_process(seconds, image),
+        }
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":
