@@ -176,3 +176,13 @@ def test_digests_and_phash_rows(store: Store) -> None:
     report = store.import_rows("l", read_hash_set(io.BytesIO(data)), actor="a")
     assert report.added == 3
     assert {e.hash.algorithm for e in store.entries("l")} == {Algorithm.MD5}
+
+
+def test_an_organisation_named_twice_is_shared_with_once(store: Store) -> None:
+    """Found by schemathesis: a repeated name used to break the share table's key (a 500)."""
+    info = store.create_list(
+        "twice", owner="ncc-tw", category="ncii", shared_with=["kcsc-kr", "kcsc-kr"], actor="t"
+    )
+    assert info.shared_with == ("kcsc-kr",)
+    changed = store.update_list("twice", shared_with=["a", "b", "a"], actor="t")
+    assert changed.shared_with == ("a", "b")

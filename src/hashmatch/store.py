@@ -237,7 +237,7 @@ class Store:
                 )
             except IntegrityError:
                 raise Conflict(f"a list named {name!r} already exists") from None
-            for organisation in shared_with:
+            for organisation in dict.fromkeys(shared_with):  # a name given twice shares once
                 org_id = self.ensure_organisation(organisation, conn)
                 conn.execute(insert(list_shares).values(list_id=list_id, organisation_id=org_id))
             cursor = self._change(conn, "list", int(list_id), 0)
@@ -260,7 +260,7 @@ class Store:
             )
             if fields.get("shared_with") is not None:
                 conn.execute(list_shares.delete().where(list_shares.c.list_id == current.id))
-                for organisation in fields["shared_with"]:
+                for organisation in dict.fromkeys(fields["shared_with"]):
                     org_id = self.ensure_organisation(organisation, conn)
                     conn.execute(
                         insert(list_shares).values(list_id=current.id, organisation_id=org_id)

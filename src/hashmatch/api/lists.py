@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,8 @@ from hashmatch.keys import KeyInfo, Role
 from hashmatch.store import ListInfo, Store
 
 router = APIRouter(prefix="/v1", tags=["lists"])
+#: Ids and cursors are 64-bit signed integers in both databases; a larger one names nothing.
+MAX_ID: Final = 2**63 - 1
 #: Caps on what one upload may hold in memory: ~100,000 JSON entries, ~2.5M CSV rows.
 MAX_JSON_BYTES = 64 * 1024 * 1024
 MAX_FILE_BYTES = 256 * 1024 * 1024
@@ -127,7 +129,7 @@ def list_entries(
     name: str,
     request: Request,
     key: Contributor,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     include_withdrawn: bool = False,
 ) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def list_entries(
 def changes(
     request: Request,
     key: Caller,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     store = _store(request)
