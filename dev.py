@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Bootstrap and run hashmatch from a checkout with nothing but Python 3.11+.
 
-    python3 dev.py serve   # the service on its embedded defaults (SQLite, ./index)
-    python3 dev.py test    # lint, type-check and the whole test suite
+    python3 dev.py serve        # the service on its embedded defaults (SQLite, ./index)
+    python3 dev.py test         # lint, type-check and the whole test suite
+    python3 dev.py robustness   # the robustness benchmark on real photos (--quick: CI's)
 
 Creates ``.venv`` beside this file on first use and reinstalls the project (with its
 development extras) whenever ``pyproject.toml`` changes. Extra arguments go to the command:
@@ -46,12 +47,15 @@ def ensure_environment() -> None:
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in {"serve", "test"}:
+    if not argv or argv[0] not in {"serve", "test", "robustness"}:
         sys.exit(__doc__)
     command, rest = argv[0], argv[1:]
     ensure_environment()
     if command == "serve":
         os.execv(BIN / "hashmatch", [str(BIN / "hashmatch"), "serve", *rest])  # noqa: S606
+    if command == "robustness":
+        _run(BIN / "python", ROOT / "benchmarks" / "bench_robustness.py", *rest)
+        return
     _run(BIN / "ruff", "check", ".")
     _run(BIN / "ruff", "format", "--check", ".")
     _run(BIN / "mypy")

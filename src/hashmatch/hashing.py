@@ -16,6 +16,7 @@ from typing import Final
 
 import numpy as np
 import pdqhash
+from PIL import Image
 
 from hashmatch.errors import HashFormatError, UnknownAlgorithm
 from hashmatch.media import (
@@ -26,6 +27,7 @@ from hashmatch.media import (
     check_size,
     decode,
 )
+from hashmatch.reframe import trimmed_pictures
 
 
 class Algorithm(StrEnum):
@@ -166,8 +168,13 @@ def _pdq_hash(bits: np.ndarray, quality: int) -> Hash:
     return Hash(Algorithm.PDQ, np.packbits(bits).tobytes(), quality)
 
 
+def pdq_of_image(image: Image.Image) -> Hash:
+    """PDQ of an RGB or L image as it is (no thumbnail: :func:`decode` has prepared it)."""
+    return _pdq_hash(*_pdq_bits(as_rgb_array(image)))
+
+
 def pdq(image: DecodedImage) -> Hash:
-    return _pdq_hash(*_pdq_bits(as_rgb_array(image.image)))
+    return pdq_of_image(image.image)
 
 
 #: The four variants that must be hashed from their own pixels, as numpy views of the original.
@@ -206,12 +213,16 @@ def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
     return {variant: _pdq_hash(*computed[variant]) for variant in Variant}
 
 
-def phash(image: DecodedImage) -> Hash:
+def phash_of_image(image: Image.Image) -> Hash:
     """imagehash's ``phash`` (8x8 DCT bits of a 32x32 greyscale reduction)."""
     import imagehash  # imported here: it pulls in scipy, which plain pdq/md5 runs never need
 
-    bits = imagehash.phash(image.image).hash
+    bits = imagehash.phash(image).hash
     return Hash(Algorithm.PHASH, np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes())
+
+
+def phash(image: DecodedImage) -> Hash:
+    return phash_of_image(image.image)
 
 
 def digest(algorithm: Algorithm, data: bytes) -> Hash:
@@ -254,15 +265,23 @@ def hash_bytes(
     return hashes
 
 
+#: The variant name of hashes taken from the picture inside a frame (see :mod:`reframe`).
+TRIMMED: Final = "trimmed"
+
+
 def query_hashes(
     data: bytes, limits: MediaLimits = DEFAULT_LIMITS
-) -> tuple[DecodedImage, list[tuple[Hash, Variant | None]]]:
-    """What to look up for one submitted image: PDQ of all 8 rotations and flips (the variant
-    named), pHash, and the two digests, from one decode."""
+) -> tuple[DecodedImage, list[tuple[Hash, str | None]]]:
+    """What to look up for one submitted image, from one decode, each hash with the name of
+    the variant it was taken from: PDQ of all 8 rotations and flips, pHash, both again of the
+    picture inside a frame when the image has one (letterbox, padding, a screenshot canvas),
+    and the two digests (no variant)."""
     decoded = decode(data, limits)
-    queries: list[tuple[Hash, Variant | None]] = [
-        (value, variant) for variant, value in pdq_variants(decoded).items()
+    queries: list[tuple[Hash, str | None]] = [
+        (value, variant.value) for variant, value in pdq_variants(decoded).items()
     ]
-    queries.append((phash(decoded), None))
+    queries.append((phash(decoded), Variant.ORIGINAL.value))
+    for picture in trimmed_pictures(decoded.image):
+        queries += [(pdq_of_image(picture), TRIMMED), (phash_of_image(picture), TRIMMED)]
     queries += [(digest(a, data), None) for a in (Algorithm.MD5, Algorithm.SHA256)]
     return decoded, queries

@@ -118,14 +118,14 @@ def _image_hashes(
     _, queries = query_hashes(data, limits)
     shown: dict[str, ImageHashOut] = {}
     for value, variant in queries:
-        if variant in (None, Variant.ORIGINAL):
+        if variant in (None, Variant.ORIGINAL.value):
             shown[value.algorithm.value] = ImageHashOut(
                 algorithm=value.algorithm.value,
                 value=value.hex,
                 quality=value.quality,
                 low_quality=value.low_quality if value.algorithm is Algorithm.PDQ else None,
             )
-    return shown, [(value, variant.value if variant else None) for value, variant in queries]
+    return shown, queries
 
 
 @router.post("/hash", response_model=HashImageOut, summary="Hash an image (nothing is stored)")
