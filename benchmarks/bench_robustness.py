@@ -42,7 +42,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 from corpus import image_files
-from hashmatch.hashing import Algorithm, hash_bytes, query_hashes
+from hashmatch.hashing import VARIANT_PENALTY, Algorithm, hash_bytes, is_variant, query_hashes
 from hashmatch.store import DEFAULT_THRESHOLDS
 from transforms import TARGETS, TRANSFORMS, upload
 
@@ -75,9 +75,17 @@ def _phash(data: bytes) -> bytes:
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
 
 
-def _hashmatch_query(data: bytes) -> list[bytes]:
+Query = list[tuple[bytes, int]]  # each hash of one upload, with the bits its match must beat
+
+
+def _hashmatch_query(data: bytes) -> Query:
+    """The service's PDQ query hashes; variants pay the service's penalty, as they do there."""
     _, queries = query_hashes(data)
-    return [h.value for h, _variant in queries if h.algorithm is Algorithm.PDQ]
+    return [
+        (h.value, VARIANT_PENALTY if is_variant(variant) else 0)
+        for h, variant in queries
+        if h.algorithm is Algorithm.PDQ
+    ]
 
 
 def _original_bytes(path: Path) -> bytes:
@@ -100,13 +108,13 @@ def hash_photo(task: tuple[int, str, Sequence[str]]) -> dict[str, Any]:
         "phash": _phash(original),
         "hashmatch": hash_bytes(original, [Algorithm.PDQ])[0].value,
     }
-    queries: dict[str, dict[str, list[bytes]]] = {}
+    queries: dict[str, dict[str, Query]] = {}
     for position, name in enumerate(transforms):
         rng = np.random.default_rng([SEED, index, position])
         data = upload(image, name, rng)
         queries[name] = {
-            "pdq_hma": [_pdq_hma(data)],
-            "phash": [_phash(data)],
+            "pdq_hma": [(_pdq_hma(data), 0)],
+            "phash": [(_phash(data), 0)],
             "hashmatch": _hashmatch_query(data),
         }
     # The original itself as an upload, through every variant: for the all-pairs false positives.
@@ -120,13 +128,16 @@ def _words(codes: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(codes), dtype=np.uint64).reshape(len(codes), -1)
 
 
-def distance_matrix(queries: list[list[bytes]], stored: list[bytes]) -> np.ndarray:
-    """(n, n): the smallest distance from any variant of query i to original j."""
+def distance_matrix(queries: list[Query], stored: list[bytes]) -> np.ndarray:
+    """(n, n): the smallest distance (plus its penalty) from any variant of query i to
+    original j: matching at threshold t is then ``distance <= t``, as in the service."""
     stored_words = _words(stored)
     out = np.empty((len(queries), len(stored)), dtype=np.int32)
     for i, variants in enumerate(queries):
-        xor = _words(variants)[:, np.newaxis, :] ^ stored_words[np.newaxis, :, :]
-        out[i] = np.bitwise_count(xor).sum(axis=2).min(axis=0)
+        codes = _words([code for code, _ in variants])
+        penalties = np.asarray([penalty for _, penalty in variants])[:, np.newaxis]
+        xor = codes[:, np.newaxis, :] ^ stored_words[np.newaxis, :, :]
+        out[i] = (np.bitwise_count(xor).sum(axis=2) + penalties).min(axis=0)
     return out
 
 
@@ -134,10 +145,12 @@ def counts(distances: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """True and false positives at every threshold 0..bits: query i's own original is the
     match, every other original a false one."""
     n = distances.shape[0]
+    # A penalty may carry a distance past the hash's length: it then matches at no threshold.
+    distances = np.minimum(distances, bits + 1)
     positives = np.diagonal(distances)
     negatives = distances[~np.eye(n, dtype=bool)]
-    tp = np.cumsum(np.bincount(positives, minlength=bits + 1))
-    fp = np.cumsum(np.bincount(negatives, minlength=bits + 1))
+    tp = np.cumsum(np.bincount(positives, minlength=bits + 2)[: bits + 1])
+    fp = np.cumsum(np.bincount(negatives, minlength=bits + 2)[: bits + 1])
     return tp, fp
 
 
@@ -205,7 +218,7 @@ def evaluate(photos: list[dict[str, Any]], transforms: Sequence[str]) -> dict[st
         identity = (
             [p["identity"] for p in photos]
             if pipeline == "hashmatch"
-            else [[code] for code in stored]
+            else [[(code, 0)] for code in stored]
         )
         off = distance_matrix(identity, stored)[~np.eye(n, dtype=bool)]
         default = default_threshold(pipeline)
@@ -273,8 +286,8 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax.set_xticks(x, names, rotation=60, ha="right")
     ax.set_ylabel("recall at precision >= 99.99% (%)")
     ax.set_ylim(0, 101)
-    ax.legend(loc="lower left")
-    ax.set_title("Recall by transform and pipeline")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    ax.set_title("Recall by transform and pipeline", pad=28)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

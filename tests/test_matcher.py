@@ -16,7 +16,7 @@ import pytest
 from conftest import random_hexes
 from dbs import BACKENDS, database
 from hashmatch.formats_in import read_hash_set
-from hashmatch.hashing import Algorithm, Hash
+from hashmatch.hashing import VARIANT_PENALTY, Algorithm, Hash
 from hashmatch.matcher import Matcher
 from hashmatch.store import Change, Store
 
@@ -67,6 +67,20 @@ def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> Non
     assert found == []
     (found,) = matcher.match([Hash(Algorithm.PDQ, original)], lists=["strict"])
     assert [m.list for m in found] == ["strict"] and found[0].reference == "ref-0"
+    # A variant of an image (a flip, a turn, the picture cut out of a frame) must beat each
+    # list's threshold by VARIANT_PENALTY; the image as submitted and digests need not.
+    for distance in (10 - VARIANT_PENALTY, 10 - VARIANT_PENALTY + 1, 31 - VARIANT_PENALTY, 31):
+        query = Hash(Algorithm.PDQ, flip(original, distance, seed=distance))
+        as_is, turned, trimmed = matcher.match_queries(
+            [(query, "original"), (query, "rotate90"), (query, "trimmed")]
+        )
+        assert {m.list for m in as_is} == {
+            n for n, t in (("strict", 10), ("loose", 31)) if distance <= t
+        }
+        expected = {
+            n for n, t in (("strict", 10), ("loose", 31)) if distance <= t - VARIANT_PENALTY
+        }
+        assert {m.list for m in turned} == expected == {m.list for m in trimmed}, distance
     store.close()
 
 

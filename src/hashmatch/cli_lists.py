@@ -204,23 +204,25 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
-    from hashmatch.hashing import parse_hash, query_hashes
+    from hashmatch.hashing import Hash, parse_hash, query_hashes
     from hashmatch.matcher import Matcher
 
     matcher = Matcher(_store(settings), settings.data_dir / "snapshots")
     matcher.load()
-    queries: list[tuple[str, Any]] = [(text, [parse_hash(text)]) for text in args.hash or ()]
+    queries: list[tuple[str, list[tuple[Hash, str | None]]]] = [
+        (text, [(parse_hash(text), None)]) for text in args.hash or ()
+    ]
     for path in args.paths:
         try:
             _, variants = query_hashes(Path(path).read_bytes(), settings.media_limits)
         except MediaError as exc:
             raise type(exc)(f"{path}: {exc.message}") from None
-        queries.append((path, [value for value, _ in variants]))
+        queries.append((path, variants))
     lists = args.lists.split(",") if args.lists else None
     results: list[dict[str, Any]] = []
     for label, hashes in queries:
         closest: dict[int, Any] = {}
-        for per_hash in matcher.match(hashes, lists=lists):
+        for per_hash in matcher.match_queries(hashes, lists=lists):
             for m in per_hash:
                 if m.entry_id not in closest or m.distance < closest[m.entry_id].distance:
                     closest[m.entry_id] = m

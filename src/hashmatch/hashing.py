@@ -268,6 +268,20 @@ def hash_bytes(
 #: The variant name of hashes taken from the picture inside a frame (see :mod:`reframe`).
 TRIMMED: Final = "trimmed"
 
+#: Bits by which a match through any variant other than the image as submitted must beat the
+#: list's threshold. Every variant is one more chance for an unrelated image to come close:
+#: an image's ~10 query hashes make a false match about 10 times as likely as one hash does.
+#: On real photographs the tail of distances between distinct images falls by a factor of 10
+#: every ~6 bits (``benchmarks/bench_robustness.py``, ``tail_fit``), so 6 bits less for the
+#: variants keeps the whole query as safe as one hash at the list's threshold. Flips and turns
+#: of a listed image land within a few bits, so this costs them nothing.
+VARIANT_PENALTY: Final = 6
+
+
+def is_variant(variant: str | None) -> bool:
+    """Whether a query hash was taken from a transformed image (not the upload as it is)."""
+    return variant is not None and variant != Variant.ORIGINAL.value
+
 
 def query_hashes(
     data: bytes, limits: MediaLimits = DEFAULT_LIMITS

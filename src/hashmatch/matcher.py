@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 
 from hashmatch.entry_table import EntryMeta, EntryTable
-from hashmatch.hashing import Algorithm, Hash
+from hashmatch.hashing import VARIANT_PENALTY, Algorithm, Hash, is_variant
 from hashmatch.index import ExactIndex, HammingIndex
 from hashmatch.store import ChangeListener, EntryRow, ListInfo, Store
 
@@ -207,11 +207,13 @@ class Matcher:
         *,
         lists: Iterable[str] | None = None,
         max_distance: int | None = None,
+        penalty: int = 0,
     ) -> list[list[Match]]:
         """Matches of each hash, closest first, within each list's own threshold.
 
         ``max_distance`` can only tighten a list's threshold; ``lists`` restricts the lists
-        searched. Disabled lists and withdrawn entries never match.
+        searched; ``penalty`` tightens every perceptual threshold by that many bits (see
+        :func:`match_queries`). Disabled lists and withdrawn entries never match.
         """
         allowed = None if lists is None else set(lists)
         results: list[list[Match]] = [[] for _ in hashes]
@@ -220,7 +222,9 @@ class Matcher:
             if not positions:
                 continue
             radius = self._search_radius(algorithm, allowed, max_distance)
-            if radius is None:
+            if radius is not None and algorithm.perceptual:
+                radius -= penalty
+            if radius is None or radius < 0:
                 continue
             queries = np.frombuffer(
                 b"".join(hashes[i].value for i in positions), dtype=np.uint8
@@ -229,10 +233,36 @@ class Matcher:
             for slot, position in enumerate(positions):
                 for k in range(int(lims[slot]), int(lims[slot + 1])):
                     found = self._hit(
-                        int(ids[k]), int(distances[k]), algorithm, allowed, max_distance
+                        int(ids[k]), int(distances[k]), algorithm, allowed, max_distance, penalty
                     )
                     if found is not None:
                         results[position].append(found)
+        return results
+
+    def match_queries(
+        self,
+        queries: Sequence[tuple[Hash, str | None]],
+        *,
+        lists: Iterable[str] | None = None,
+        max_distance: int | None = None,
+    ) -> list[list[Match]]:
+        """Matches of each hash of an image's query (:func:`hashing.query_hashes`): hashes of
+        the image as submitted within each list's threshold, those of its other variants
+        within the threshold less :data:`hashing.VARIANT_PENALTY`."""
+        lists = None if lists is None else list(lists)
+        results: list[list[Match]] = [[] for _ in queries]
+        for penalised in (False, True):
+            positions = [
+                i for i, (_, variant) in enumerate(queries) if is_variant(variant) == penalised
+            ]
+            found = self.match(
+                [queries[i][0] for i in positions],
+                lists=lists,
+                max_distance=max_distance,
+                penalty=VARIANT_PENALTY if penalised else 0,
+            )
+            for position, matches in zip(positions, found, strict=True):
+                results[position] = matches
         return results
 
     def _search_radius(
@@ -257,6 +287,7 @@ class Matcher:
         algorithm: Algorithm,
         allowed: set[str] | None,
         max_distance: int | None,
+        penalty: int,
     ) -> Match | None:
         meta = self._entries.get(entry_id)
         info = self._lists.get(meta.list_id) if meta is not None else None
@@ -267,6 +298,8 @@ class Matcher:
         threshold = info.thresholds.get(algorithm.value, 0) if algorithm.perceptual else 0
         if max_distance is not None:
             threshold = min(threshold, max_distance)
+        if algorithm.perceptual:
+            threshold -= penalty
         if distance > threshold:
             return None
         return Match(

@@ -152,7 +152,7 @@ async def match_image(
         _image_hashes, data, request.app.state.settings.media_limits
     )
     names = visible_lists(request, key, lists.split(",") if lists else None)
-    found = _matcher(request).match([h for h, _ in queries], lists=names, max_distance=max_distance)
+    found = _matcher(request).match_queries(queries, lists=names, max_distance=max_distance)
     best: dict[int, MatchOut] = {}
     for (_, variant), matches in zip(queries, found, strict=True):
         for m in matches:
