@@ -61,3 +61,9 @@ def test_check_reports_drops_beyond_one_point(tmp_path: Path) -> None:
     assert check(same, baseline) == []
     worse = {"transforms": {"blur": {"hashmatch": dict(row, recall_at_precision=0.88)}}}
     assert check(worse, baseline) == ["blur hashmatch recall_at_precision: 0.900 -> 0.880"]
+    # The defaults must stay within the measured precision (PDQ's default is 31).
+    loose = dict(same, common_thresholds={"hashmatch": 30, "pdq_hma": 80})
+    assert check(loose, baseline) == [
+        "hashmatch default 31 is above the threshold that keeps 99.99% precision on every "
+        "transform (30)"
+    ]
