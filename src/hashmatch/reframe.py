@@ -5,9 +5,9 @@ different picture. Cutting the frame away before hashing gives back (nearly) the
 the picture inside is queried as extra variants beside the image as submitted.
 
 A frame is found by peeling lines off the edges: a line is peeled while it is flat (nearly all
-of its pixels within a few luma levels of its median) and of the colour of that side's
-outermost line. Matching the colour is what keeps a black bar from eating into the clear sky
-below it. A window on a desktop has two bands (the canvas, then a title bar of another colour),
+of its pixels within a few luma levels of its median) and of the frame's colour (that of the
+outermost flat lines). Matching the colour is what keeps a black bar from eating into the clear
+sky below it. A window on a desktop has two bands (the canvas, then a title bar of another colour),
 so a bounded peel of one more band of any colour, above or below, gives further candidates.
 Any of them can be wrong about a photograph with flat edges of its own; that costs an extra
 query, never a missed match, because the untrimmed image is queried too.
@@ -35,6 +35,8 @@ MIN_KEEP: Final = 0.2
 #: lines need only this share of flat pixels: a title's letters cover much of a thin bar.
 MAX_BAND: Final = 0.15
 BAND_FLAT_SHARE: Final = 0.6
+#: A band may start a line or two in: resampling blends the frame's edge into it.
+_BAND_LEAD: Final = 3
 #: Lines are judged this many at a time from each edge inward: most images have no frame, and
 #: the first block ends the search.
 _BLOCK: Final = 16
@@ -58,10 +60,6 @@ def _peel(lines: np.ndarray, limit: int, colour: float | None, share: float) -> 
         if stops.size:
             return start + int(stops[0])
     return min(int(lines.shape[0]), limit)
-
-
-#: A band may start a line or two in: resampling blends the frame's edge into it.
-_BAND_LEAD: Final = 3
 
 
 def _band(lines: np.ndarray, limit: int) -> int:
