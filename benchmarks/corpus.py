@@ -34,14 +34,69 @@ SHARED = Path(os.environ.get("HASHMATCH_SHARED_DIR", REPO.parent / "shared"))
 CACHE = Path(os.environ.get("HASHMATCH_CORPUS_CACHE", Path.home() / ".cache" / "hashmatch-corpus"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
+_CIMG = "x/cimg-doc/usr/share/doc/cimg-dev/html/img"
+_POSTCARDS = (1, 2, 3, 6, 14, 21, 22, 23, 24, 29, 30, 39, 40, 43, 50, 54, 57, 60, 75, 77, 78, 79)
+_GIMP_HELP = "x/gimp-help-en/usr/share/gimp/2.0/help/en/images"
+_HUGIN = "x/hugin-data/usr/share/hugin/xrc/data/help_en_EN"
+_QT5 = "usr/lib/*/qt5/examples"
+_RENPY = "x/renpy-demo/usr/share/games/renpy/demo/game"
+
 #: Where further photographs live, as globs relative to the shared recipe's work dir (its layout:
 #: ``x/<package>`` holds an unpacked deb, ``extracted/gcompris`` GCompris' resource bundles).
 #: Files the curated list already has are skipped; the rest go through :func:`_not_a_photo`.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "afterstep-data": ("x/afterstep-data/usr/share/afterstep/desktop/tiles/*.jpg",),
+    # CImg's documentation: camera shots of postcards; only those that show one photograph with
+    # little lettering (no collages, drawings or paintings).
+    "cimg-doc": tuple(f"{_CIMG}/postcard{n}.jpg" for n in _POSTCARDS),
     "digikam-data": ("x/digikam-data/usr/share/digikam/about/images/*.jpg",),
     "forensics-samples-files": ("x/forensics-samples-files/usr/share/forensics-samples/*/*/IMG*",),
+    "fotoxx-common": (
+        "x/fotoxx-common/usr/share/fotoxx/images/emboss2.jpg",
+        "x/fotoxx-common/usr/share/fotoxx/images/unbend2.jpg",
+    ),
     "gcompris-qt-data": ("extracted/gcompris/clickgame/**/sea*.webp",),
+    "gimp-data": ("x/gimp-data/usr/share/gimp/2.0/scripts/images/beavis.jpg",),
+    # The originals of the manual's examples, not the filtered copies.
+    "gimp-help-en": (
+        f"{_GIMP_HELP}/filters/examples/blur/mean_curvature-ex-1.jpg",
+        f"{_GIMP_HELP}/filters/examples/colors-retinex1.png",
+        f"{_GIMP_HELP}/filters/examples/enhance/high-pass-origin.png",
+        f"{_GIMP_HELP}/filters/examples/taj_orig.jpg",
+        f"{_GIMP_HELP}/tutorials/tone-mapping/apple-orchard-truck-from-camera.jpg",
+        f"{_GIMP_HELP}/tutorials/tone-mapping/power-lines.jpg",
+        f"{_GIMP_HELP}/using/duck_orig.png",
+        f"{_GIMP_HELP}/using/keyfob_orig.png",
+    ),
+    "golang-github-disintegration-gift-dev": (
+        "x/golang-github-disintegration-gift-dev/usr/share/gocode/src/github.com/disintegration/"
+        "gift/testdata/src.jpg",
+    ),
+    "golang-github-disintegration-imaging-dev": (
+        "x/golang-github-disintegration-imaging-dev/usr/share/gocode/src/github.com/disintegration/"
+        "imaging/testdata/[bf]*.png",
+    ),
+    "golang-golang-x-image-dev": (
+        "x/golang-golang-x-image-dev/usr/share/gocode/src/golang.org/x/image/testdata/"
+        "blue-purple-pink-large.png",
+        "x/golang-golang-x-image-dev/usr/share/gocode/src/golang.org/x/image/testdata/"
+        "go-turns-two-280x360.jpeg",
+    ),
+    "golang-github-rwcarlsen-goexif-dev": (
+        "x/golang-github-rwcarlsen-goexif-dev/usr/share/gocode/src/github.com/rwcarlsen/goexif/exif/"
+        "sample1.jpg",
+    ),
+    # Camera photos, not their reprojections, grids or magnified crops.
+    "hugin-data": (
+        f"{_HUGIN}/800px-C_Marchi-GrandCentral-adj.jpg",
+        f"{_HUGIN}/Big_ben_circ_fisheye.jpg",
+        f"{_HUGIN}/CA_fringes00.jpg",
+        f"{_HUGIN}/CA_tCA00.jpg",
+        f"{_HUGIN}/Medinet_habu_horizontal_fisheye.jpg",
+    ),
+    "imagemagick-6-doc": (
+        "x/imagemagick-6-doc/usr/share/doc/imagemagick-6-common/html/images/bluebells_lin.jpg",
+    ),
     "kalzium-data": ("x/kalzium-data/usr/share/kalzium/data/toolpics/*",),
     "kodi-data": ("x/kodi-data/usr/share/kodi/addons/skin.estouchy/background/*.jpg",),
     "libjxl-testdata": (
@@ -51,15 +106,41 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     ),
     "libvigraimpex-doc": ("x/libvigraimpex-doc/usr/share/doc/libvigraimpex-dev/html/*.jpg",),
     "libvips-doc": ("x/libvips-doc/usr/share/gtk-doc/html/libvips/*.jpg",),
+    "lomiri-ui-toolkit-examples": (
+        f"x/lomiri-ui-toolkit-examples/{_QT5}/lomiri-ui-toolkit/examples/lomiri-ui-toolkit-gallery/"
+        "demo_image.jpg",
+    ),
     "lomiri-wallpapers-16.04": ("x/lomiri-wallpapers-16.04/usr/share/backgrounds/*",),
     "lomiri-wallpapers-20.04": ("x/lomiri-wallpapers-20.04/usr/share/backgrounds/*",),
     "lxqt-themes": ("x/lxqt-themes/usr/share/lxqt/wallpapers/*",),
     "mate-backgrounds": ("x/mate-backgrounds/usr/share/backgrounds/mate/*/*",),
     "palapeli-data": ("x/palapeli-data/usr/share/palapeli/collection/*",),
     "puzzle-jigsaw": ("x/puzzle-jigsaw/usr/share/puzzle-jigsaw/samples/*",),
+    "python-kivy-examples": (
+        "x/python-kivy-examples/usr/share/kivy-examples/canvas/kiwi.jpg",
+        "x/python-kivy-examples/usr/share/kivy-examples/demo/pictures/images/Wall.jpg",
+        "x/python-kivy-examples/usr/share/kivy-examples/demo/pictures/images/faust_github.jpg",
+        "x/python-kivy-examples/usr/share/kivy-examples/widgets/cityCC0.png",
+    ),
+    "qtbase5-examples": (f"x/qtbase5-examples/{_QT5}/widgets/painting/affine/bg1.jpg",),
+    "qtdeclarative5-examples": (
+        f"x/qtdeclarative5-examples/{_QT5}/quick/customitems/scrollbar/pics/niagara_falls.jpg",
+        f"x/qtdeclarative5-examples/{_QT5}/quick/views/listview/content/pics/fruit-salad.jpg",
+    ),
+    "renpy-demo": (f"{_RENPY}/gui/main_menu.jpg", f"{_RENPY}/images/bg *.jpg"),
     "scribus-data": ("x/scribus-data/usr/share/scribus/templates/*/*.jpg",),
     "scribus-template": ("x/scribus-template/usr/share/scribus/templates/*/*.jpg",),
     "sddm-theme-maldives": ("x/sddm-theme-maldives/usr/share/sddm/themes/maldives/*.jpg",),
+    # Photo templates and a starter's backdrop (the rest of the package is drawings).
+    "tuxpaint-data": (
+        "x/tuxpaint-data/usr/share/tuxpaint/templates/*.jpg",
+        "x/tuxpaint-data/usr/share/tuxpaint/starters/skyline-sf-dusk-back.jpeg",
+    ),
+    # Public-domain NOAA and FWS photos (its backgrounds are astrophotographs: left out).
+    "tuxtype-data": (
+        "x/tuxtype-data/usr/share/tuxtype/images/kcas*.jpg",
+        "x/tuxtype-data/usr/share/tuxtype/images/hidden.jpg",
+    ),
 }
 #: Name patterns that pass the automatic filters but, seen on a contact sheet, are not plain
 #: photographs: renders, abstract art, a login screen drawn over a photo.
