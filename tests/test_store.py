@@ -58,7 +58,7 @@ def test_create_list_and_its_checks(store: Store) -> None:
         thresholds={"pdq": 20},
         shared_with=["kcsc-kr"],
     )
-    assert info.thresholds == {"pdq": 20, "phash": 8}
+    assert info.thresholds == {"pdq": 20, "phash": 6}
     assert info.owner == "ncc-tw" and info.shared_with == ("kcsc-kr",) and info.enabled
     with pytest.raises(Conflict):
         store.create_list("ncii-tw", owner="x", category="ncii", actor="alice")

@@ -58,7 +58,7 @@ lists = Table(
     Column("jurisdiction", String(64), nullable=False, server_default=""),
     Column("description", Text, nullable=False, server_default=""),
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
-    Column("thresholds", JSON, nullable=False),  # {"pdq": 31, "phash": 8}
+    Column("thresholds", JSON, nullable=False),  # {"pdq": 31, "phash": 6}
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
