@@ -33,16 +33,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
-import pdqhash
 from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 from corpus import image_files
-from hashmatch.hashing import VARIANT_PENALTY, Algorithm, hash_bytes, is_variant, query_hashes
+from hashmatch.errors import HashmatchError
+from hashmatch.hashing import (
+    VARIANT_PENALTY,
+    Algorithm,
+    hash_bytes,
+    is_variant,
+    pdq_of_image,
+    phash_of_image,
+    query_hashes,
+)
 from hashmatch.store import DEFAULT_THRESHOLDS
 from transforms import TARGETS, TRANSFORMS, upload
 
@@ -64,15 +71,13 @@ def default_threshold(pipeline: str) -> int:
 
 
 def _pdq_hma(data: bytes) -> bytes:
-    """HMA: the whole image decoded to RGB at full resolution, EXIF ignored, one PDQ."""
-    pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    bits, _quality = pdqhash.compute(pixels)
-    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+    """HMA: the whole image decoded to RGB at full resolution, EXIF ignored, one PDQ (the
+    service's PDQ of the pixels as given, without its reference-exact preparation)."""
+    return pdq_of_image(Image.open(io.BytesIO(data)).convert("RGB")).value
 
 
 def _phash(data: bytes) -> bytes:
-    bits = imagehash.phash(Image.open(io.BytesIO(data))).hash
-    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+    return phash_of_image(Image.open(io.BytesIO(data))).value
 
 
 Query = list[tuple[bytes, int]]  # each hash of one upload, with the bits its match must beat
@@ -99,8 +104,15 @@ def _original_bytes(path: Path) -> bytes:
 
 
 def hash_photo(task: tuple[int, str, Sequence[str]]) -> dict[str, Any]:
-    """Stored hashes of one original and query hashes of each of its transformed uploads."""
-    index, path, transforms = task
+    """Stored hashes of one original and query hashes of each of its transformed uploads, or
+    ``{"error": ...}`` for a file that cannot be read or decoded (it is left out, not fatal)."""
+    try:
+        return _hash_photo(*task)
+    except (OSError, ValueError, HashmatchError) as exc:
+        return {"error": f"{task[1]}: {exc}"}
+
+
+def _hash_photo(index: int, path: str, transforms: Sequence[str]) -> dict[str, Any]:
     original = _original_bytes(Path(path))
     image = Image.open(io.BytesIO(original)).convert("RGB")
     stored = {
@@ -293,10 +305,29 @@ def chart(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def check(result: dict[str, Any], baseline_path: Path, tolerance: float = 0.01) -> list[str]:
-    """Every recall that fell more than ``tolerance`` below the committed baseline, and every
-    default threshold that no longer keeps precision >= 99.99% on every transform."""
-    baseline = json.loads(baseline_path.read_text())
+METRICS = ("recall_at_precision", "recall_at_common", "recall_at_default")
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    """A baseline written by this benchmark, checked before any photo is hashed."""
+    try:
+        baseline = json.loads(path.read_text())
+        rows = baseline["transforms"]
+        for row in rows.values():
+            for old in row.values():
+                if not all(isinstance(old[metric], int | float) for metric in METRICS):
+                    raise TypeError("a recall is not a number")
+    except OSError as exc:
+        sys.exit(f"cannot read the baseline {path}: {exc.strerror}")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        sys.exit(f"{path} is not a robustness baseline ({type(exc).__name__}: {exc})")
+    return dict(baseline)
+
+
+def check(result: dict[str, Any], baseline: dict[str, Any], tolerance: float = 0.01) -> list[str]:
+    """Every recall that fell more than ``tolerance`` below the baseline (or is missing from
+    this run), and every default threshold that no longer keeps precision >= 99.99% on every
+    transform."""
     drops = [
         f"{pipeline} default {default_threshold(pipeline)} is above the threshold that keeps "
         f"99.99% precision on every transform ({common})"
@@ -305,13 +336,23 @@ def check(result: dict[str, Any], baseline_path: Path, tolerance: float = 0.01) 
     ]
     for name, row in baseline["transforms"].items():
         for pipeline, old in row.items():
-            new = result["transforms"][name][pipeline]
-            for metric in ("recall_at_precision", "recall_at_common", "recall_at_default"):
+            new = result["transforms"].get(name, {}).get(pipeline)
+            if new is None:
+                drops.append(f"{name} {pipeline}: in the baseline but not measured")
+                continue
+            for metric in METRICS:
                 if new[metric] < old[metric] - tolerance:
                     drops.append(
                         f"{name} {pipeline} {metric}: {old[metric]:.3f} -> {new[metric]:.3f}"
                     )
     return drops
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main() -> None:
@@ -321,9 +362,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--check", type=Path, help="baseline JSON: fail on a drop > 1 point")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
+    baseline = load_baseline(args.check) if args.check else None
+    if args.images is not None and not args.images.is_dir():
+        sys.exit(f"--images {args.images}: not a folder")
     folder = args.images or corpus.robustness_photos(quick=args.quick)
     paths = image_files(folder, min_pixels=256 * 256)
     if args.limit:
@@ -345,9 +389,16 @@ def main() -> None:
     started = time.monotonic()
     tasks = [(i, str(p), transforms) for i, p in enumerate(paths)]
     with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        photos = list(
+        hashed = list(
             tqdm(pool.imap(hash_photo, tasks, chunksize=2), total=len(tasks), desc="photos")
         )
+    photos = [photo for photo in hashed if "error" not in photo]
+    for photo in hashed:
+        if "error" in photo:
+            print(f"left out: {photo['error']}", file=sys.stderr)
+    if len(photos) < 2:
+        sys.exit(f"{folder}: {len(photos)} usable photos of at least 256x256; need 2 or more")
+    settings["photos"] = len(photos)
     result = {"settings": settings, **evaluate(photos, transforms)}
     result["seconds"] = time.monotonic() - started
     args.out.mkdir(parents=True, exist_ok=True)
@@ -358,8 +409,8 @@ def main() -> None:
     chart(result, args.out / f"{stem}.png")
     print(table)
     print(json.dumps(result))
-    if args.check:
-        drops = check(result, args.check)
+    if args.check and baseline is not None:
+        drops = check(result, baseline)
         if drops:
             print("robustness check failed:", *drops, sep="\n  ")
             sys.exit(1)

@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_robustness import (
     check,
     counts,
     distance_matrix,
+    load_baseline,
     tail_threshold,
     threshold_at_precision,
 )
@@ -55,8 +57,9 @@ def test_tail_fit_follows_a_log_linear_tail() -> None:
 
 def test_check_reports_drops_beyond_one_point(tmp_path: Path) -> None:
     row = {"recall_at_precision": 0.9, "recall_at_common": 0.8, "recall_at_default": 0.5}
-    baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({"transforms": {"blur": {"hashmatch": row}}}))
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"transforms": {"blur": {"hashmatch": row}}}))
+    baseline = load_baseline(path)
     same = {"transforms": {"blur": {"hashmatch": dict(row, recall_at_default=0.495)}}}
     assert check(same, baseline) == []
     worse = {"transforms": {"blur": {"hashmatch": dict(row, recall_at_precision=0.88)}}}
@@ -67,3 +70,27 @@ def test_check_reports_drops_beyond_one_point(tmp_path: Path) -> None:
         "hashmatch default 31 is above the threshold that keeps 99.99% precision on every "
         "transform (30)"
     ]
+    assert check({"transforms": {}}, baseline) == [
+        "blur hashmatch: in the baseline but not measured"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read the baseline"),
+        ("{not json", "is not a robustness baseline (JSONDecodeError"),
+        ('{"settings": {}}', "is not a robustness baseline (KeyError"),
+        ('{"transforms": {"blur": {"hashmatch": {"recall_at_precision": "x"}}}}', "TypeError"),
+        ('{"transforms": [1]}', "AttributeError"),
+    ],
+)
+def test_a_bad_baseline_is_refused_before_any_work(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(SystemExit) as exited:
+        load_baseline(path)
+    assert message in str(exited.value.code)

@@ -17,7 +17,7 @@ from hashmatch.config import Settings
 from hashmatch.hashing import TRIMMED, Algorithm, hash_bytes, query_hashes
 from hashmatch.keys import Role, create_key
 from hashmatch.media import decode
-from hashmatch.reframe import content_box, content_boxes, trimmed_pictures
+from hashmatch.reframe import content_boxes, trimmed_pictures
 from hashmatch.store import Store, database_url
 
 
@@ -26,6 +26,11 @@ def photo(conformance: Path) -> Image.Image:
     """A real photograph (Meta's bridge), at a size a repost would have."""
     with Image.open(conformance / "dih" / "bridge-1-original.jpg") as image:
         return image.convert("RGB").resize((800, 502), Image.Resampling.LANCZOS)
+
+
+# The frames here differ on purpose from the benchmark's (benchmarks/transforms.py: padding
+# per side rather than split, another window layout and font), so that these tests do not
+# only confirm what the benchmark was tuned on.
 
 
 def pad(image: Image.Image, share: float, colour: tuple[int, int, int]) -> Image.Image:
@@ -90,17 +95,17 @@ def test_the_frame_is_found_and_cut(photo: Image.Image, name: str) -> None:
 
 
 def test_unframed_and_flat_images_are_left_alone(photo: Image.Image) -> None:
-    assert content_box(decode(jpeg(photo)).image) is None
-    assert content_box(natural_image(400, 300, seed=5)) is None
+    assert content_boxes(decode(jpeg(photo)).image) == []
+    assert content_boxes(natural_image(400, 300, seed=5)) == []
     assert trimmed_pictures(Image.new("RGB", (300, 200), (90, 90, 90))) == []
     # A thin border is not worth another query: PDQ tolerates it.
-    assert content_box(decode(jpeg(pad(photo, 0.01, (0, 0, 0)))).image) is None
+    assert content_boxes(decode(jpeg(pad(photo, 0.01, (0, 0, 0)))).image) == []
 
 
 def test_a_picture_with_flat_stripes_inside_is_not_cut_through_them() -> None:
     pixels = np.asarray(natural_image(400, 300, seed=2)).copy()
     pixels[140:160, :] = 0  # a flat band across the middle is not a frame
-    assert content_box(Image.fromarray(pixels)) is None
+    assert content_boxes(Image.fromarray(pixels)) == []
 
 
 def test_framed_copies_are_far_from_the_original_without_trimming(photo: Image.Image) -> None:

@@ -221,12 +221,7 @@ def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
     lists = args.lists.split(",") if args.lists else None
     results: list[dict[str, Any]] = []
     for label, hashes in queries:
-        closest: dict[int, Any] = {}
-        for per_hash in matcher.match_queries(hashes, lists=lists):
-            for m in per_hash:
-                if m.entry_id not in closest or m.distance < closest[m.entry_id].distance:
-                    closest[m.entry_id] = m
-        found = sorted(closest.values(), key=lambda m: m.distance)
+        found = [match for match, _ in matcher.closest_matches(hashes, lists=lists)]
         results.append(
             {"query": label, "match": bool(found), "matches": [m.as_dict() for m in found]}
         )

@@ -265,6 +265,24 @@ class Matcher:
                 results[position] = matches
         return results
 
+    def closest_matches(
+        self,
+        queries: Sequence[tuple[Hash, str | None]],
+        *,
+        lists: Iterable[str] | None = None,
+        max_distance: int | None = None,
+    ) -> list[tuple[Match, str | None]]:
+        """What one image's query matched: each entry once, at its closest hash, with the
+        variant that found it; closest first."""
+        best: dict[int, tuple[Match, str | None]] = {}
+        found = self.match_queries(queries, lists=lists, max_distance=max_distance)
+        for (_, variant), matches in zip(queries, found, strict=True):
+            for match in matches:
+                current = best.get(match.entry_id)
+                if current is None or match.distance < current[0].distance:
+                    best[match.entry_id] = (match, variant)
+        return sorted(best.values(), key=lambda pair: pair[0].distance)
+
     def _search_radius(
         self, algorithm: Algorithm, allowed: set[str] | None, max_distance: int | None
     ) -> int | None:

@@ -142,12 +142,6 @@ def content_boxes(image: Image.Image) -> list[Box]:
     return [frame, *_bands(luma, frame)]
 
 
-def content_box(image: Image.Image) -> Box | None:
-    """The best candidate of :func:`content_boxes`, or None."""
-    boxes = content_boxes(image)
-    return boxes[0] if boxes else None
-
-
 def trimmed_pictures(image: Image.Image) -> list[Image.Image]:
     """The picture cut out of its frame, one per candidate box (none without a frame)."""
     return [image.crop(box) for box in content_boxes(image)]

@@ -37,9 +37,7 @@ class KeyCache:
         return False, None
 
     def lookup(self, secret: str) -> KeyInfo | None:
-        known, info = self.cached(secret)
-        if known:
-            return info
+        """The key as the store has it now (after :meth:`cached` missed), remembered."""
         digest = hashlib.sha256(secret.encode()).digest()
         now = time.monotonic()
         info = authenticate(self._store, secret)
@@ -58,9 +56,10 @@ async def caller(request: Request) -> KeyInfo:
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("send an API key: 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.keys
-    known, info = cache.cached(secret.strip())
+    secret = secret.strip()
+    known, info = cache.cached(secret)
     if not known:
-        info = await run_in_threadpool(cache.lookup, secret.strip())
+        info = await run_in_threadpool(cache.lookup, secret)
     if info is None:
         raise Unauthorized("unknown or revoked API key")
     buckets: TokenBuckets = request.app.state.rate_limits

@@ -47,18 +47,7 @@ def _matcher(request: Request) -> Matcher:
 
 
 def _out(match: Match, variant: str | None = None, suppressed: bool = False) -> MatchOut:
-    return MatchOut(
-        list=match.list,
-        kind=match.kind,
-        category=match.category,
-        entry_id=match.entry_id,
-        reference=match.reference,
-        labels=list(match.labels),
-        algorithm=match.algorithm.value,
-        distance=match.distance,
-        variant=variant,
-        suppressed=suppressed,
-    )
+    return MatchOut(**match.as_dict(), variant=variant, suppressed=suppressed)
 
 
 #: Batches up to this size are matched on the event loop: a thread hop would cost more than
@@ -67,18 +56,7 @@ INLINE_BATCH: Final = 16
 
 
 def _match_dict(match: Match) -> dict[str, object]:
-    return {
-        "list": match.list,
-        "kind": match.kind,
-        "category": match.category,
-        "entry_id": match.entry_id,
-        "reference": match.reference,
-        "labels": list(match.labels),
-        "algorithm": match.algorithm.value,
-        "distance": match.distance,
-        "variant": None,
-        "suppressed": False,
-    }
+    return {**match.as_dict(), "variant": None, "suppressed": False}
 
 
 def _hash_results(
@@ -152,15 +130,10 @@ async def match_image(
         _image_hashes, data, request.app.state.settings.media_limits
     )
     names = visible_lists(request, key, lists.split(",") if lists else None)
-    found = _matcher(request).match_queries(queries, lists=names, max_distance=max_distance)
-    best: dict[int, MatchOut] = {}
-    for (_, variant), matches in zip(queries, found, strict=True):
-        for m in matches:
-            current = best.get(m.entry_id)
-            if current is None or m.distance < current.distance:
-                best[m.entry_id] = _out(m, variant)
-    allowed = [m for m in best.values() if m.kind == "allow"]
-    blocked = sorted((m for m in best.values() if m.kind != "allow"), key=lambda m: m.distance)
+    found = _matcher(request).closest_matches(queries, lists=names, max_distance=max_distance)
+    best = [_out(match, variant) for match, variant in found]
+    allowed = [m for m in best if m.kind == "allow"]
+    blocked = [m for m in best if m.kind != "allow"]
     if allowed:
         blocked = [m.model_copy(update={"suppressed": True}) for m in blocked]
     return MatchImageOut(
