@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from PIL import Image
 
 from conftest import encode, natural_image
 from hashmatch.api.app import create_app
+from hashmatch.api.auth import KeyCache
 from hashmatch.config import Settings
 from hashmatch.hashing import Algorithm, hash_bytes
-from hashmatch.keys import Role, create_key
+from hashmatch.keys import Role, create_key, revoke_key
 from hashmatch.store import Store, database_url
 
 
@@ -234,11 +236,31 @@ def test_metrics_changes_and_no_media_written(service: Service, tmp_path: Path) 
     assert set(Path(tempfile.gettempdir()).iterdir()) - temp_before == set()
     metrics = service.client.get("/metrics").text
     assert 'hashmatch_requests_total{method="POST",route="/v1/match",status="200"}' in metrics
+    service.client.get("/v1/lists")  # no key: the 401 is counted under its own status
+    metrics = service.client.get("/metrics").text
+    assert 'hashmatch_requests_total{method="GET",route="/v1/lists",status="401"} 1.0' in metrics
     assert "hashmatch_index_entries" in metrics and "secret-name" not in metrics
     changes = service.client.get("/v1/changes?cursor=0", headers=key).json()
     assert [c["kind"] for c in changes["changes"]] == ["list"] and changes["changes"][0][
         "list"
     ] == "l"
+
+
+def test_a_revoked_key_stops_working_when_its_cache_entry_expires(tmp_path: Path) -> None:
+    store = Store.open(database_url(tmp_path / "index", None))
+    info, secret = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
+    remembered, expiring = KeyCache(store, ttl=3600), KeyCache(store, ttl=0.05)
+    stored = remembered.lookup(secret)
+    assert stored is not None and stored.id == info.id and stored.organisation == "org"
+    assert expiring.lookup(secret) == stored
+    assert remembered.cached(secret) == (True, stored)
+    revoke_key(store, info.id, actor="t")
+    time.sleep(0.1)
+    assert remembered.cached(secret) == (True, stored)  # within its time to live
+    assert expiring.cached(secret) == (False, None)
+    assert expiring.lookup(secret) is None
+    assert remembered.cached("hm_unknown") == (False, None)
+    store.close()
 
 
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:

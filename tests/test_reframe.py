@@ -102,6 +102,18 @@ def test_unframed_and_flat_images_are_left_alone(photo: Image.Image) -> None:
     assert content_boxes(decode(jpeg(pad(photo, 0.01, (0, 0, 0)))).image) == []
 
 
+def test_a_black_frame_does_not_eat_into_a_flat_sky() -> None:
+    """Only lines of the frame's colour are peeled: the sky at the top of the picture stays."""
+    pixels = np.asarray(natural_image(400, 300, seed=3)).copy()
+    pixels[:60] = (150, 190, 235)  # a clear sky over the top fifth
+    framed = Image.new("RGB", (480, 360))
+    framed.paste(Image.fromarray(pixels), (40, 30))
+    boxes = content_boxes(decode(jpeg(framed)).image)
+    left, top, right, bottom = boxes[0]
+    assert abs(left - 40) <= 2 and abs(top - 30) <= 2, boxes
+    assert abs(right - 440) <= 2 and abs(bottom - 330) <= 2, boxes
+
+
 def test_a_picture_with_flat_stripes_inside_is_not_cut_through_them() -> None:
     pixels = np.asarray(natural_image(400, 300, seed=2)).copy()
     pixels[140:160, :] = 0  # a flat band across the middle is not a frame
