@@ -160,6 +160,10 @@ TRANSFORMS: dict[str, tuple[Callable[[Image.Image], Image.Image], str]] = {
     "rotate_90": (lambda im: im.transpose(Image.Transpose.ROTATE_90), "rotate270"),
     "flip_vertical": (lambda im: im.transpose(Image.Transpose.FLIP_TOP_BOTTOM), "flip_vertical"),
     **{name: (frame, TRIMMED) for name, frame in FRAMES.items()},
+    "mirrored_and_letterboxed": (
+        lambda im: letterbox(im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)),
+        "trimmed+flip_horizontal",
+    ),
 }
 
 

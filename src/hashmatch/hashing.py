@@ -198,6 +198,11 @@ _TRANSPOSED_VARIANTS: Final = (
 
 
 def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
+    """PDQ of all 8 dihedral transforms of a decoded image (see :func:`pdq_variants_of`)."""
+    return pdq_variants_of(image.image)
+
+
+def pdq_variants_of(image: Image.Image) -> dict[Variant, Hash]:
     """PDQ of all 8 dihedral transforms, as if each transformed image had been hashed.
 
     PDQ's own DCT-domain shortcut (``compute_dihedral``) lands up to ~18 bits away from the
@@ -205,7 +210,7 @@ def pdq_variants(image: DecodedImage) -> dict[Variant, Hash]:
     mirror-symmetric; so the flips are hashed from flipped pixels (within a bit or two of what
     a flipped upload produces) and only the exact transposes are taken from the bit matrix.
     """
-    rgb = as_rgb_array(image.image)
+    rgb = as_rgb_array(image)
     computed = {variant: _pdq_bits(rgb[view]) for variant, view in _PIXEL_VARIANTS}
     for variant, source in _TRANSPOSED_VARIANTS:
         bits, quality = computed[source]
@@ -278,6 +283,11 @@ TRIMMED: Final = "trimmed"
 VARIANT_PENALTY: Final = 6
 
 
+def trimmed_variant(variant: Variant) -> str:
+    """``trimmed``, or ``trimmed+flip_horizontal`` and so on for a turn of the picture."""
+    return TRIMMED if variant is Variant.ORIGINAL else f"{TRIMMED}+{variant.value}"
+
+
 def is_variant(variant: str | None) -> bool:
     """Whether a query hash was taken from a transformed image (not the upload as it is)."""
     return variant is not None and variant != Variant.ORIGINAL.value
@@ -287,15 +297,23 @@ def query_hashes(
     data: bytes, limits: MediaLimits = DEFAULT_LIMITS
 ) -> tuple[DecodedImage, list[tuple[Hash, str | None]]]:
     """What to look up for one submitted image, from one decode, each hash with the name of
-    the variant it was taken from: PDQ of all 8 rotations and flips, pHash, both again of the
-    picture inside a frame when the image has one (letterbox, padding, a screenshot canvas),
-    and the two digests (no variant)."""
+    the variant it was taken from: PDQ of all 8 rotations and flips, pHash, and the two digests
+    (no variant). When the image has a frame (letterbox, padding, a screenshot canvas), the
+    picture inside is queried too: PDQ of its 8 rotations and flips (a mirrored repost is
+    often letterboxed as well) and pHash; further candidate boxes only as they are."""
     decoded = decode(data, limits)
     queries: list[tuple[Hash, str | None]] = [
         (value, variant.value) for variant, value in pdq_variants(decoded).items()
     ]
     queries.append((phash(decoded), Variant.ORIGINAL.value))
-    for picture in trimmed_pictures(decoded.image):
-        queries += [(pdq_of_image(picture), TRIMMED), (phash_of_image(picture), TRIMMED)]
+    for position, picture in enumerate(trimmed_pictures(decoded.image)):
+        if position == 0:
+            queries += [
+                (value, trimmed_variant(variant))
+                for variant, value in pdq_variants_of(picture).items()
+            ]
+        else:
+            queries.append((pdq_of_image(picture), TRIMMED))
+        queries.append((phash_of_image(picture), TRIMMED))
     queries += [(digest(a, data), None) for a in (Algorithm.MD5, Algorithm.SHA256)]
     return decoded, queries
