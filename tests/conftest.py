@@ -1,25 +1,19 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def shared_dir() -> Path:
-    """The team's shared data, beside the checkout (CI lays a copy there too)."""
-    override = os.environ.get("HASHMATCH_SHARED_DIR")
-    return Path(override) if override else REPO.parent / "shared"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def conformance() -> Path:
-    path = shared_dir() / "conformance" / "pdq"
+    """Meta's PDQ conformance images and reference hashes, copied into the repository."""
+    path = DATA / "pdq-conformance"
     assert (path / "expected.csv").is_file(), f"PDQ conformance data missing at {path}"
     return path
 
