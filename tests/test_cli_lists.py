@@ -50,6 +50,8 @@ def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photo
         "KCSC",
         "--jurisdiction",
         "KR",
+        "--owner",
+        "kcsc",
         "--actor",
         "kcsc:alice",
     )
@@ -101,7 +103,7 @@ def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photo
     with_tombstones = cli(
         data, "lists", "export", "ncii-kr", "--include-withdrawn", "--format", "csv"
     )
-    cli(data, "lists", "create", "copy", "--category", "ncii")
+    cli(data, "lists", "create", "copy", "--category", "ncii", "--owner", "kcsc")
     mirrored = json.loads(
         cli(data, "lists", "import", "copy", "-", stdin=with_tombstones.stdout).stdout
     )
@@ -120,8 +122,11 @@ def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photo
 
 def test_strict_import_and_errors_have_exit_codes(tmp_path: Path) -> None:
     data = tmp_path / "index"
-    assert cli(data, "lists", "create", "l", "--category", "csam").returncode == 0
-    assert cli(data, "lists", "create", "l", "--category", "csam").returncode == 73
+    create = ("lists", "create", "l", "--category", "csam")
+    assert cli(data, *create).returncode == 2  # an owner is required: no list owned by nobody
+    assert b"--owner" in cli(data, *create).stderr
+    assert cli(data, *create, "--owner", "org").returncode == 0
+    assert cli(data, *create, "--owner", "org").returncode == 73
     bad = b"pdq " + b"a" * 64 + b"\npdq 1234\n"
     strict = cli(data, "lists", "import", "l", "-", "--strict", stdin=bad)
     assert strict.returncode == 65
@@ -134,11 +139,13 @@ def test_strict_import_and_errors_have_exit_codes(tmp_path: Path) -> None:
     assert (
         cli(data, "lists", "create", "x", "--category", "csam", "--kind", "maybe").returncode == 2
     )
+    bad_owner = cli(data, "lists", "create", "x", "--category", "csam", "--owner", "Кcsc")
+    assert bad_owner.returncode == 2 and b"owner" in bad_owner.stderr
 
 
 def test_unreadable_inputs_are_named_without_a_traceback(tmp_path: Path) -> None:
     data = tmp_path / "index"
-    cli(data, "lists", "create", "l", "--category", "csam")
+    cli(data, "lists", "create", "l", "--category", "csam", "--owner", "org")
     missing = tmp_path / "missing.csv"
     for args in (
         ("lists", "import", "l", missing),

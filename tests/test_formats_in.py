@@ -346,14 +346,14 @@ def test_csv_labels(cell: str, expected: tuple[str, ...] | str) -> None:
 
 def test_json_labels_too_many() -> None:
     data = json.dumps({"algorithm": "md5", "hash": MD5, "labels": [str(i) for i in range(40)]})
-    assert brief(read(data)) == [(1, "too many labels: 40 (at most 32)")]
+    assert brief(read(data)) == [(1, "labels: too many labels: 40 (at most 32)")]
 
 
 def test_reference_length() -> None:
     ok, too_long = "r" * 256, "r" * 257
     assert brief(read(f"md5 {MD5} {ok}\nmd5 {MD5} {too_long}\n")) == [
         (1, f"md5:{MD5}", ok, ()),
-        (2, "reference longer than 256 characters (got 257)"),
+        (2, "reference: at most 256 characters, got 257"),
     ]
     data = json.dumps({"algorithm": "md5", "hash": MD5, "reference": ["x"]})
     assert brief(read(data)) == [(1, "reference must be a string, got list")]

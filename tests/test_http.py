@@ -60,6 +60,7 @@ def test_roles_and_organisations(service: Service) -> None:
     matcher_key = service.key("platform", Role.MATCH)
     kcsc = service.key("kcsc", Role.CONTRIBUTE, Role.MATCH)
     ncc = service.key("ncc", Role.CONTRIBUTE, Role.MATCH)
+    ncc_admin = service.key("ncc", Role.ADMIN)
     denied = service.client.post(
         "/v1/lists", json={"name": "x", "category": "csam"}, headers=matcher_key
     )
@@ -89,12 +90,23 @@ def test_roles_and_organisations(service: Service) -> None:
     shared = service.client.patch("/v1/lists/ncii-kr", json={"shared_with": ["ncc"]}, headers=kcsc)
     assert shared.status_code == 200 and shared.json()["shared_with"] == ["ncc"]
     service.follow()
+    # An offer: visible to ncc, but not matched until ncc accepts it.
+    assert service.client.get("/v1/lists/ncii-kr", headers=ncc).status_code == 200
+    offers = service.client.get("/v1/shares", headers=ncc).json()
+    assert [(o["list"], o["state"]) for o in offers] == [("ncii-kr", "offered")]
+    assert service.client.post("/v1/match/hashes", json=query, headers=ncc).json()["match"] is False
+    assert service.client.post("/v1/shares/ncii-kr/accept", headers=ncc).status_code == 403
+    accepted = service.client.post("/v1/shares/ncii-kr/accept", headers=ncc_admin)
+    assert accepted.status_code == 200 and accepted.json()["state"] == "accepted"
+    service.follow()
     result = service.client.post("/v1/match/hashes", json=query, headers=ncc).json()
     assert result["match"] is True
     (hit,) = result["results"][0]["matches"]
-    assert hit["list"] == "ncii-kr" and hit["reference"] == "case-7" and hit["distance"] == 0
+    assert hit["list"] == "ncii-kr" and hit["reference"] == "case-7" and hit["band"] == "exact"
+    assert hit["distance"] is None  # another organisation's list: a band, not a distance
     assert "hash" not in hit and value.hex not in str(hit)  # never another organisation's hash
-    assert isinstance(hit["distance"], int)
+    own = service.client.post("/v1/match/hashes", json=query, headers=kcsc).json()
+    assert own["results"][0]["matches"][0]["distance"] == 0  # the owner sees exact distances
 
 
 def test_image_matching_variants_and_withdrawal(service: Service) -> None:
@@ -241,9 +253,8 @@ def test_metrics_changes_and_no_media_written(service: Service, tmp_path: Path) 
     assert 'hashmatch_requests_total{method="GET",route="/v1/lists",status="401"} 1.0' in metrics
     assert "hashmatch_index_entries" in metrics and "secret-name" not in metrics
     changes = service.client.get("/v1/changes?cursor=0", headers=key).json()
-    assert [c["kind"] for c in changes["changes"]] == ["list"] and changes["changes"][0][
-        "list"
-    ] == "l"
+    assert [c["kind"] for c in changes["changes"]] == ["list"]
+    assert changes["changes"][0]["list"] == "l"
 
 
 def test_a_revoked_key_stops_working_when_its_cache_entry_expires(tmp_path: Path) -> None:

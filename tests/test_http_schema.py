@@ -54,6 +54,7 @@ def test_generated_requests_never_get_a_500(tmp_path: Path) -> None:
                     where = (case.method, case.formatted_path, response.text[:300])
                     assert response.status_code < 500, where
                     if response.status_code >= 400:
+                        assert response.headers.get("content-type") == ["application/json"], where
                         assert set(response.json()) == {"error"}, where
 
                 try:

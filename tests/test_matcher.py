@@ -19,6 +19,8 @@ from hashmatch.formats_in import read_hash_set
 from hashmatch.hashing import VARIANT_PENALTY, Algorithm, Hash
 from hashmatch.matcher import Matcher
 from hashmatch.store import Change, Store
+from hashmatch.verdict import Hit, closest_per_entry
+from hashmatch.withdrawals import withdraw
 
 
 @pytest.fixture(params=BACKENDS)
@@ -101,8 +103,13 @@ def test_an_image_reports_each_entry_once_at_its_closest_variant(url: str, tmp_p
         (Hash(Algorithm.PDQ, flip(far, 12)), "original"),
         (Hash(Algorithm.PDQ, flip(far, 9)), "trimmed"),
     ]
-    found = matcher.closest_matches(queries)
-    assert [(m.reference, m.distance, variant) for m, variant in found] == [
+    found = matcher.match_queries(queries)
+    hits = closest_per_entry(
+        Hit(match, variant)
+        for (_, variant), matches in zip(queries, found, strict=True)
+        for match in matches
+    )
+    assert [(h.match.reference, h.match.distance, h.variant) for h in hits] == [
         ("ref-0", 3, "rotate90"),
         ("ref-1", 9, "trimmed"),
     ]
@@ -119,7 +126,7 @@ def test_withdrawal_and_disabling_stop_matches(url: str, tmp_path: Path) -> None
     matcher.load()
     queries = [Hash.from_hex("pdq", hexes[4]), Hash.from_hex("pdq", hexes[5])]
     assert [len(r) for r in matcher.match(queries)] == [1, 1]
-    store.withdraw("l", actor="victim", reason="withdrawn", references=["ref-4"])
+    withdraw(store, "l", actor="victim", reason="withdrawn", references=["ref-4"])
     assert matcher.refresh() == 1
     assert [len(r) for r in matcher.match(queries)] == [0, 1]
     md5 = Hash.from_hex("md5", random_hexes(3, seed=9, nbytes=16)[1])
@@ -146,7 +153,7 @@ def run_cli(url: str, tmp_path: Path, *args: str, stdin: bytes | None = None) ->
 def test_another_process_changes_are_followed_within_a_second(url: str, tmp_path: Path) -> None:
     """The writer is a separate `hashmatch` process; this process's matcher follows the log."""
     reader = Store.open(url)
-    run_cli(url, tmp_path, "lists", "create", "l", "--category", "ncii")
+    run_cli(url, tmp_path, "lists", "create", "l", "--category", "ncii", "--owner", "a")
     follower = Matcher(reader)
     follower.load()
     follower.start(poll_seconds=0.2)
@@ -179,7 +186,7 @@ def test_snapshot_restart_replays_only_the_tail(url: str, tmp_path: Path) -> Non
     assert folder is not None and (folder / "manifest.json").is_file()
     snapshot_cursor = matcher.cursor
     import_hexes(store, "l", later)
-    store.withdraw("l", actor="v", reason="r", hashes=[Hash.from_hex("pdq", first[0])])
+    withdraw(store, "l", actor="v", reason="r", hashes=[Hash.from_hex("pdq", first[0])])
     restarted = Matcher(store, tmp_path / "snapshots")
     replayed: list[int] = []
     original = store.changes_after

@@ -26,7 +26,10 @@ import numpy.typing as npt
 import pytest
 from PIL import GifImagePlugin, Image, WebPImagePlugin
 
+from conftest import natural_image
+from hashmatch.config import Settings
 from hashmatch.errors import (
+    ConfigError,
     CorruptMedia,
     EmptyMedia,
     MediaError,
@@ -34,6 +37,7 @@ from hashmatch.errors import (
     TooManyPixels,
     UnsupportedMedia,
 )
+from hashmatch.hashing import pdq
 from hashmatch.media import HASH_SIDE, DecodedImage, MediaLimits, decode, identify
 
 FloatArray = npt.NDArray[np.float64]
@@ -407,10 +411,37 @@ def test_pixel_cap_comes_from_the_header_before_any_pixel_is_decoded() -> None:
     assert type(_rejection(data)) is CorruptMedia
 
 
-@pytest.mark.parametrize(("max_bytes", "max_pixels"), [(0, 1), (1, 0), (-5, 10)])
-def test_limits_must_be_positive(max_bytes: int, max_pixels: int) -> None:
+@pytest.mark.parametrize(
+    ("max_bytes", "max_pixels", "max_decode_bytes"),
+    [(0, 1, 1), (1, 0, 1), (-5, 10, 1), (1, 1, 0), (1, 1, -1)],
+)
+def test_limits_must_be_positive(max_bytes: int, max_pixels: int, max_decode_bytes: int) -> None:
     with pytest.raises(ValueError, match="positive"):
-        MediaLimits(max_bytes=max_bytes, max_pixels=max_pixels)
+        MediaLimits(max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes)
+
+
+def test_decode_bytes_cap_rejects_an_ordinary_photo_when_set_low() -> None:
+    data = _encode(_natural(800, 600), "JPEG", quality=90)
+    assert decode(data).width == 800  # the default cap takes it
+    error = _rejection(data, MediaLimits(max_decode_bytes=1_000_000))
+    assert type(error) is TooManyPixels
+    assert error.code == "too_many_pixels"
+    # 800x600 RGB is 1.92 MB in Pillow's memory (4 bytes a pixel), far under the pixel cap.
+    for mention in ("JPEG", "800x600", "RGB", "1000000 bytes"):
+        assert mention in str(error), str(error)
+    assert decode(data, MediaLimits(max_decode_bytes=4_000_000)).width == 800
+
+
+def test_decode_bytes_cap_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).media_limits.max_decode_bytes == 128 * 1024 * 1024
+    assert MediaLimits().max_decode_bytes == 128 * 1024 * 1024
+    limits = Settings.from_env({"HASHMATCH_MAX_DECODE_BYTES": "1000"}).media_limits
+    assert limits.max_decode_bytes == 1000
+    error = _rejection(_png_of_about_5kb(), limits)
+    assert type(error) is TooManyPixels
+    assert "1000 bytes" in str(error)
+    with pytest.raises(ConfigError, match="HASHMATCH_MAX_DECODE_BYTES"):
+        Settings.from_env({"HASHMATCH_MAX_DECODE_BYTES": "0"})
 
 
 # --- 3. corrupt but allowlisted ---------------------------------------------------------------
@@ -825,6 +856,111 @@ def test_every_pillow_mode_decodes_close_to_the_rgb_original(
         assert len(np.unique(luma)) > 64
 
 
+@cache
+def _photo_luma() -> FloatArray:
+    """Luma of a 1600x1200 photo-like picture, in 0..255 but not rounded to 8 bits."""
+    rgb = np.asarray(natural_image(1600, 1200, seed=5), dtype=np.float64)
+    luma: FloatArray = rgb @ np.array([0.299, 0.587, 0.114])
+    luma.setflags(write=False)
+    return luma
+
+
+@cache
+def _photo_8_bit_reference() -> DecodedImage:
+    luma = _photo_luma()
+    return decode(_encode(Image.fromarray(np.clip(np.rint(luma), 0, 255).astype(np.uint8)), "PNG"))
+
+
+def _high_bit_depth(luma: FloatArray, mode: str) -> Image.Image:
+    """Luma in 0..255 (not rounded to 8 bits) as a ``mode`` image of the same picture."""
+    if mode == "F":
+        return Image.frombytes("F", (luma.shape[1], luma.shape[0]), (luma / 255.0).astype("<f4"))
+    sixteen = np.rint(luma * 257.0)
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": "<i4"}[mode]
+    return Image.frombytes(mode, (luma.shape[1], luma.shape[0]), sixteen.astype(dtype).tobytes())
+
+
+@pytest.mark.parametrize(
+    ("mode", "image_format", "params"),
+    [
+        ("I;16", "PNG", {}),
+        ("I;16", "TIFF", {"compression": "tiff_deflate"}),
+        # Pillow resamples no 16-bit layout but little-endian I;16: this one goes through "I".
+        ("I;16B", "TIFF", {}),
+        ("I", "TIFF", {"compression": "tiff_deflate"}),
+        ("F", "TIFF", {"compression": "tiff_deflate"}),
+    ],
+)
+def test_high_bit_depth_image_hashes_as_its_8_bit_version(
+    mode: str, image_format: str, params: dict[str, object]
+) -> None:
+    # Shrunk in its own mode before it is scaled to 8 bits, a high-bit-depth picture must still
+    # hash as the same picture stored with 8 bits. 1600x1200 takes the reduce() path.
+    data = _encode(_high_bit_depth(_photo_luma(), mode), image_format, **params)
+    with Image.open(io.BytesIO(data)) as raw:
+        assert raw.mode == mode
+
+    decoded = decode(data)
+
+    _fits_hash_side(decoded)
+    assert decoded.image.size == (512, 384)
+    reference = _photo_8_bit_reference()
+    assert _mad(_luma(decoded), _luma(reference)) < 1.0
+    assert pdq(decoded).distance(pdq(reference)) <= 8
+
+
+def _float_unit_with_holes() -> npt.NDArray[np.float32]:
+    """Values in 0..1 with NaN and -inf scattered through: scaled by 255, holes black."""
+    values = _luma_array(_natural(1600, 1200)).astype(np.float32) / 255.0
+    values[::9, ::7] = np.nan
+    values[4::9, 3::7] = -np.inf
+    return values
+
+
+def _float_wide_with_holes() -> npt.NDArray[np.float32]:
+    """Values beyond 0..255, NaN and both infinities: clipped, not scaled; +inf white."""
+    values = _luma_array(_natural(1600, 1200)).astype(np.float32) * 1.5 - 60.0
+    values[::9, ::7] = np.nan
+    values[4::9, 3::7] = np.inf
+    values[6::9, 5::7] = -np.inf
+    return values
+
+
+def _int32_wide() -> npt.NDArray[np.int32]:
+    """32-bit values from negative to past 16 bits: negatives black, scaled by their maximum."""
+    return _luma_array(_natural(1600, 1200)).astype(np.int32) * 1000 - 30_000
+
+
+@pytest.mark.parametrize(
+    "build", [_float_unit_with_holes, _float_wide_with_holes, _int32_wide], ids=lambda b: b.__name__
+)
+def test_high_bit_depth_values_map_to_8_bits_as_if_before_the_reduction(
+    build: Callable[[], npt.NDArray[np.float32] | npt.NDArray[np.int32]],
+) -> None:
+    # The pixels are mapped to 8 bits after the reduction now, so a NaN or an infinity must not
+    # spread over its neighbours, nor a negative value darken them: the result must be what
+    # mapping each pixel first, then reducing, gives.
+    values = build()
+    height, width = values.shape
+    image = Image.frombytes("F" if values.dtype == np.float32 else "I", (width, height), values)
+    data = _encode(image, "TIFF", compression="tiff_deflate")
+
+    decoded = decode(data)
+
+    finite = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    top = float(finite.max())
+    if values.dtype == np.float32:
+        scale = 255.0 if top <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if top <= 65535 else 255.0 / top
+    mapped = np.clip(np.rint(finite * scale), 0, 255).astype(np.uint8)
+    expected = Image.fromarray(mapped)
+    expected.thumbnail((HASH_SIDE, HASH_SIDE))
+    luma = _luma(decoded)
+    assert 20.0 < luma.mean() < 235.0
+    assert _mad(luma, np.asarray(expected, dtype=np.float64)) < 1.0
+
+
 # --- 7. reduced-size decode -------------------------------------------------------------------
 
 
@@ -909,3 +1045,315 @@ def test_corrupt_media_message_is_stable_and_names_no_object() -> None:
     (message,) = messages
     assert message.startswith("PNG could not be decoded")
     assert " at 0x" not in message and "BytesIO" not in message
+
+
+# --- 9. decoding cost: bombs are counted in bytes, not pixels --------------------------------
+
+#: The default cap on what one decode may allocate.
+_DECODE_CAP = MediaLimits().max_decode_bytes
+_MB = 1024 * 1024
+
+
+def _rle8_grey_bmp(width: int, height: int) -> bytes:
+    """An all-black 8-bit grey RLE BMP, a few hundred bytes whatever its size.
+
+    Pillow cannot write RLE BMPs, so it is built by hand: each "delta" escape, four bytes, skips
+    up to 255 rows, which Pillow's RLE decoder fills with index 0.
+    """
+    palette = b"".join(bytes((i, i, i, 0)) for i in range(256))
+    rle = bytearray()
+    left = width * height
+    while left > 0:
+        rows = min(255, -(-left // width))
+        rle += bytes((0, 2, 0, rows))
+        left -= min(left, rows * width)
+    rle += b"\x00\x01"  # end of bitmap
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rle), 2835, 2835, 256, 0)
+    offset = 14 + len(info) + len(palette)
+    file_header = b"BM" + struct.pack("<IHHI", offset + len(rle), 0, 0, offset)
+    return file_header + info + palette + bytes(rle)
+
+
+def _multiscan_jpeg(width: int, height: int) -> bytes:
+    """A flat grey baseline (not progressive) 4:2:0 JPEG with each component in its own scan.
+
+    Pillow cannot write one, so it is built by hand. Huffman tables of one symbol each (DC
+    difference 0, end of block), both coded "0", make every 8x8 block two zero bits.
+    """
+    components = ((1, 2), (2, 1), (3, 1))  # (id, horizontal and vertical sampling factor)
+    frame = struct.pack(">BHHB", 8, height, width, len(components))
+    frame += b"".join(struct.pack(">BBB", ident, factor * 0x11, 0) for ident, factor in components)
+    one_code = bytes([1] + [0] * 15)  # one code of length 1
+    tables = b"\x00" + one_code + b"\x00" + b"\x10" + one_code + b"\x00"
+    parts = [
+        b"\xff\xd8",
+        _jpeg_segment(0xDB, b"\x00" + bytes([1] * 64)),
+        _jpeg_segment(0xC0, frame),
+        _jpeg_segment(0xC4, tables),
+    ]
+    for ident, factor in components:
+        blocks = -(-width * factor // 16) * -(-height * factor // 16)
+        bits = 2 * blocks
+        padding = bytes([(1 << (8 - bits % 8)) - 1]) if bits % 8 else b""
+        scan = struct.pack(">BBBBBB", 1, ident, 0x00, 0, 63, 0)
+        parts += [_jpeg_segment(0xDA, scan), bytes(bits // 8), padding]
+    return b"".join([*parts, b"\xff\xd9"])
+
+
+@dataclass(frozen=True)
+class Bomb:
+    name: str
+    build: Callable[[], bytes]
+    #: The mode and size Pillow opens it with; the refusal must name both.
+    mode: str
+    size: tuple[int, int]
+
+
+# Each is under 1 MB and under the 100-megapixel cap: only its decoding cost gives it away. The
+# comments give the peak-RSS growth decoding it cost before the decode-bytes cap (measured with a
+# copy of the previous media.py, the same way as test_bomb_never_allocates below).
+BOMBS: tuple[Bomb, ...] = (
+    # 256 MB of RGB at Pillow's 4 bytes a pixel (253 MiB, 1.2 s).
+    Bomb(
+        "rgb-png",
+        cache(lambda: _encode(Image.new("RGB", (8000, 8000), (90, 140, 200)), "PNG")),
+        "RGB",
+        (8000, 8000),
+    ),
+    # The reported bomb: 200 MB of raster, then float64 copies of it (2671 MiB, 4.7 s).
+    Bomb(
+        "grey16-png",
+        cache(lambda: _encode(Image.new("I;16", (10000, 9999), 1234), "PNG")),
+        "I;16",
+        (10000, 9999),
+    ),
+    # Uncompressed it would be 400 MB; deflate brings it to 730 KB (3060 MiB, 7.9 s).
+    Bomb(
+        "float-tiff",
+        cache(
+            lambda: _encode(Image.new("F", (10000, 9999), 0.5), "TIFF", compression="tiff_deflate")
+        ),
+        "F",
+        (10000, 9999),
+    ),
+    # 32-bit integers past 16 bits (3059 MiB, 4.5 s).
+    Bomb(
+        "int32-tiff",
+        cache(
+            lambda: _encode(
+                Image.new("I", (10000, 9999), 70000), "TIFF", compression="tiff_deflate"
+            )
+        ),
+        "I",
+        (10000, 9999),
+    ),
+    # 30 MB of palette indices and 121 MB of RGB are each under the cap; the expansion before
+    # resampling holds both at once (145 MiB).
+    Bomb(
+        "palette-png",
+        cache(lambda: _encode(Image.new("P", (5500, 5500), 3), "PNG")),
+        "P",
+        (5500, 5500),
+    ),
+    # 120 MB of raster, but libwebp's canvases and the frame's copy make it 16 bytes a pixel:
+    # 1.2 KB of file (462 MiB).
+    Bomb(
+        "webp",
+        cache(lambda: _encode(Image.new("RGB", (5000, 6000), (10, 20, 30)), "WEBP", lossless=True)),
+        "RGB",
+        (5000, 6000),
+    ),
+    # Drafted to 1250x1250 luma, but progressive: libjpeg buffers every coefficient of the full
+    # image, 3 bytes a pixel: 587 KB of file (289 MiB).
+    Bomb(
+        "progressive-jpeg",
+        cache(
+            lambda: _encode(
+                Image.new("RGB", (10000, 10000), (10, 20, 30)), "JPEG", progressive=True
+            )
+        ),
+        "RGB",
+        (10000, 10000),
+    ),
+    # Not progressive either, but its first scan holds one component of three, so libjpeg
+    # buffers the coefficients all the same: 586 KB of file (289 MiB).
+    Bomb("multi-scan-jpeg", cache(lambda: _multiscan_jpeg(10000, 10000)), "RGB", (10000, 10000)),
+    # 100 MB of grey raster; Pillow's RLE decoder builds it in a bytearray and copies that
+    # (289 MiB, from 1.2 KB).
+    Bomb("rle-bmp", cache(lambda: _rle8_grey_bmp(10000, 9999)), "L", (10000, 9999)),
+    # 120 MB of raster, plus libtiff's buffer for the one strip the writer chose (204 MiB).
+    Bomb(
+        "one-strip-tiff",
+        cache(
+            lambda: _encode(
+                Image.new("RGB", (5000, 6000), (1, 2, 3)),
+                "TIFF",
+                compression="tiff_deflate",
+                strip_size=2**31 - 1,
+            )
+        ),
+        "RGB",
+        (5000, 6000),
+    ),
+)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("bomb", BOMBS, ids=[bomb.name for bomb in BOMBS])
+def test_bomb_is_refused_by_its_decoding_cost(bomb: Bomb) -> None:
+    data = bomb.build()
+    assert len(data) < 1_000_000
+    with Image.open(io.BytesIO(data)) as raw:
+        assert (raw.mode, raw.size) == (bomb.mode, bomb.size)
+    width, height = bomb.size
+    assert width * height <= MediaLimits().max_pixels
+
+    started = time.perf_counter()
+    error = _rejection(data)
+    elapsed = time.perf_counter() - started
+
+    assert type(error) is TooManyPixels, f"{type(error).__name__}: {error}"
+    assert elapsed < 1.0
+    message = str(error)
+    for mention in (f"{width}x{height}", f"mode {bomb.mode}", f"limit of {_DECODE_CAP} bytes"):
+        assert mention in message, message
+
+
+# A child process decodes one image and reports how far its peak RSS rose above its RSS before
+# the decode. Not from getrusage's ru_maxrss: a child starts with its parent's peak there (it is
+# kept across exec), and pytest's peak, holding the bombs, hides all of the child's. The kernel's
+# own high-water mark (VmHWM) is reset to the RSS now just before the decode; where it cannot be,
+# it still holds the start-up's peak, which only makes the growth look larger. The child also
+# reports the decoder's estimate, from the refusal a cap of 1 byte gives.
+_PEAK_CHILD = """
+import gc, json, re, sys
+from hashmatch.errors import MediaError
+from hashmatch.media import MediaLimits, decode
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+data = sys.stdin.buffer.read()
+estimate = None
+try:
+    decode(data, MediaLimits(max_decode_bytes=1))
+except MediaError as exc:
+    found = re.search(r"needs about (\\d+) bytes", str(exc))
+    estimate = int(found.group(1)) if found else None
+gc.collect()
+try:
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+except OSError:
+    pass
+before = status("VmRSS:")
+try:
+    decode(data)
+    outcome = "decoded"
+except MediaError as exc:
+    outcome = exc.code
+growth = status("VmHWM:") - before
+print(json.dumps({"outcome": outcome, "growth": growth, "estimate": estimate}))
+"""
+
+
+def _decode_peak(data: bytes) -> dict[str, object]:
+    completed = subprocess.run(
+        [sys.executable, "-c", _PEAK_CHILD],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+    )
+    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
+    result: dict[str, object] = json.loads(completed.stdout)
+    return result
+
+
+@pytest.mark.parametrize("bomb", BOMBS, ids=[bomb.name for bomb in BOMBS])
+def test_bomb_never_allocates(bomb: Bomb) -> None:
+    # Before the cap these grew the peak by 145 to 3060 MiB (see BOMBS); refused from the
+    # header, they grow it by about nothing.
+    result = _decode_peak(bomb.build())
+    assert result["outcome"] == TooManyPixels.code, result
+    assert isinstance(result["growth"], int)
+    assert result["growth"] < 64 * _MB, result
+
+
+def test_palette_expansion_is_chosen_from_the_header() -> None:
+    # A tRNS chunk after the pixels, which Pillow reads as it finishes loading, must not turn the
+    # RGB expansion the cost was checked for into a costlier RGBA one.
+    paletted = _palette(_natural(800, 600))
+    assert (np.asarray(paletted) == 0).any()
+    data = _encode(paletted, "PNG")
+    end = data.rindex(b"IEND") - 4
+    late = data[:end] + _png_chunk(b"tRNS", b"\x00") + data[end:]
+    with Image.open(io.BytesIO(late)) as raw:
+        assert "transparency" not in raw.info
+        raw.load()
+        assert "transparency" in raw.info
+
+    assert np.array_equal(_rgb(decode(late).image), _rgb(decode(data).image))
+
+
+def _photo(width: int, height: int) -> Image.Image:
+    return _natural(800, 600).resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _grey16_png(width: int, height: int) -> bytes:
+    luma = _luma_array(_photo(width, height)).astype(np.uint16) * 257
+    image = Image.frombytes("I;16", (width, height), luma.astype("<u2").tobytes())
+    return _encode(image, "PNG", compress_level=1)
+
+
+def _float_tiff(width: int, height: int, **params: object) -> bytes:
+    values = _luma_array(_photo(width, height)).astype("<f4") / 255.0
+    image = Image.frombytes("F", (width, height), values.tobytes())
+    return _encode(image, "TIFF", compression="tiff_deflate", **params)
+
+
+@dataclass(frozen=True)
+class Legit:
+    name: str
+    build: Callable[[], bytes]
+    #: Bound on the peak-RSS growth, in bytes, where the old decoder's full-size float64 copies
+    #: broke it; None where only the estimate is checked.
+    bound: int | None
+
+
+LEGIT: tuple[Legit, ...] = (
+    # Pillow's raster is 24 MB (2 bytes a pixel); 80 MB allows 2x that plus 32 MB. The decoder
+    # before the cap grew the peak by 321 MiB (float64 copies); now it grows it by 26 MiB.
+    Legit("grey16-png-4000x3000", lambda: _grey16_png(4000, 3000), 2 * 24_000_000 + 32 * _MB),
+    # Raster 48 MB; 128 MB allows 2x plus 32 MB. Before: 377 MiB; now 54 MiB.
+    Legit("float-tiff-4000x3000", lambda: _float_tiff(4000, 3000), 2 * 48_000_000 + 32 * _MB),
+    # The rest pin the estimate's other terms: a premultiplied copy, a progressive JPEG's
+    # coefficients, libwebp's canvases, libtiff's one strip, the RLE decoder's copies.
+    Legit(
+        "rgba-png", lambda: _encode(_with_alpha(_photo(3000, 2000)), "PNG", compress_level=1), None
+    ),
+    Legit(
+        "progressive-jpeg-444",
+        lambda: _encode(_photo(4000, 3000), "JPEG", progressive=True, subsampling=0),
+        None,
+    ),
+    Legit("webp", lambda: _encode(_photo(2000, 1500), "WEBP", quality=80), None),
+    Legit("one-strip-float-tiff", lambda: _float_tiff(3000, 2000, strip_size=2**31 - 1), None),
+    Legit("rle-bmp", lambda: _rle8_grey_bmp(6000, 5000), None),
+)
+
+
+@pytest.mark.parametrize("legit", LEGIT, ids=[legit.name for legit in LEGIT])
+def test_legitimate_image_decodes_within_its_estimate(legit: Legit) -> None:
+    result = _decode_peak(legit.build())
+    assert result["outcome"] == "decoded", result
+    growth, estimate = result["growth"], result["estimate"]
+    assert isinstance(growth, int) and isinstance(estimate, int), result
+    assert estimate <= _DECODE_CAP
+    # The cap only protects if the estimate is not below what decoding really takes; 8 MB
+    # covers the interpreter's and the allocator's own noise.
+    assert growth <= estimate + 8 * _MB, result
+    if legit.bound is not None:
+        assert growth < legit.bound, result

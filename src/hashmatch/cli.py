@@ -25,6 +25,7 @@ from hashmatch.errors import (
     InvalidList,
     MediaError,
     NotFound,
+    StoreUnavailable,
     UnreadableFile,
 )
 
@@ -42,6 +43,7 @@ EXIT_CODES: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (ConfigError, 78),  # EX_CONFIG
     (UnreadableFile, 66),  # EX_NOINPUT
     (MediaError, 65),  # EX_DATAERR
+    (StoreUnavailable, 69),  # EX_UNAVAILABLE
     (HashmatchError, 70),  # EX_SOFTWARE
 )
 

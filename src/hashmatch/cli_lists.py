@@ -19,6 +19,7 @@ from hashmatch.config import Settings
 from hashmatch.errors import ImportRejected, MediaError
 
 if TYPE_CHECKING:
+    from hashmatch.hashing import Hash
     from hashmatch.store import Store
 
 
@@ -26,7 +27,9 @@ def _store(settings: Settings) -> Store:
     # Imported here: `hashmatch hash` builds this parser too and must not load SQLAlchemy.
     from hashmatch.store import Store, database_url
 
-    return Store.open(database_url(settings.data_dir, settings.database_url))
+    return Store.open(
+        database_url(settings.data_dir, settings.database_url), bounds=settings.threshold_bounds
+    )
 
 
 def _actor(args: argparse.Namespace) -> str:
@@ -176,7 +179,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+def _named_entries(args: argparse.Namespace) -> tuple[list[str], list[Hash]]:
     from hashmatch.formats_in import HashRow, RowError, read_hash_set
     from hashmatch.hashing import parse_hash
 
@@ -186,16 +189,45 @@ def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
         with _input(args.file) as stream:
             for row in read_hash_set(stream):
                 if isinstance(row, RowError):
-                    raise ImportRejected(f"line {row.line}: {row.reason}; nothing withdrawn")
+                    raise ImportRejected(f"line {row.line}: {row.reason}; nothing changed")
                 assert isinstance(row, HashRow)
                 hashes.append(row.hash)
     if not hashes and not references:
-        raise ImportRejected("name what to withdraw: --reference, --hash or --file")
-    count = _store(settings).withdraw(
-        args.name, actor=_actor(args), reason=args.reason, references=references, hashes=hashes
+        raise ImportRejected("name the entries: --reference, --hash or --file")
+    return references, hashes
+
+
+def _entry_command(args: argparse.Namespace, settings: Settings, revive: bool) -> int:
+    from hashmatch import withdrawals
+
+    references, hashes = _named_entries(args)
+    act = withdrawals.revive if revive else withdrawals.withdraw
+    report = act(
+        _store(settings),
+        args.name,
+        actor=_actor(args),
+        reason=args.reason,
+        references=references,
+        hashes=hashes,
     )
-    _print_json({"list": args.name, "withdrawn": count})
+    _print_json(report.as_dict())
+    if report.unmatched:
+        # A mistyped reference must not look like a done withdrawal.
+        print(
+            f"hashmatch: {len(report.unmatched)} of the names given match no entry of "
+            f"{args.name!r}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def cmd_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    return _entry_command(args, settings, revive=False)
+
+
+def cmd_revive(args: argparse.Namespace, settings: Settings) -> int:
+    return _entry_command(args, settings, revive=True)
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,38 +236,98 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
-    from hashmatch.hashing import Hash, parse_hash, query_hashes
+    from hashmatch import fields
+    from hashmatch.hashing import parse_hash, query_hashes
+    from hashmatch.lookup import lookup, matchable_lists
     from hashmatch.matcher import Matcher
+    from hashmatch.verdict import verdict_dict
 
-    matcher = Matcher(_store(settings), settings.data_dir / "snapshots")
+    organisation = fields.organisation(args.org, "--org") if args.org else None
+    matcher = Matcher(_store(settings), settings.data_dir / "snapshots", settings.threshold_bounds)
     matcher.load()
-    queries: list[tuple[str, list[tuple[Hash, str | None]]]] = [
-        (text, [(parse_hash(text), None)]) for text in args.hash or ()
-    ]
+    labels: list[str] = []
+    items: list[list[tuple[Hash, str | None]]] = []
+    for text in args.hash or ():
+        labels.append(text)
+        items.append([(parse_hash(text), None)])
     for path in args.paths:
         try:
             _, variants = query_hashes(Path(path).read_bytes(), settings.media_limits)
         except MediaError as exc:
             raise type(exc)(f"{path}: {exc.message}") from None
-        queries.append((path, variants))
-    lists = args.lists.split(",") if args.lists else None
-    results: list[dict[str, Any]] = []
-    for label, hashes in queries:
-        found = [match for match, _ in matcher.closest_matches(hashes, lists=lists)]
-        results.append(
-            {"query": label, "match": bool(found), "matches": [m.as_dict() for m in found]}
-        )
+        labels.append(path)
+        items.append(variants)
+    wanted = [n.strip() for n in args.lists.split(",") if n.strip()] if args.lists else None
+    names = matchable_lists(matcher, organisation, wanted)
+    verdicts = lookup(matcher, items, organisation=organisation, lists=names)
+    results = [
+        {"query": label, **verdict_dict(verdict, organisation)}
+        for label, verdict in zip(labels, verdicts, strict=True)
+    ]
     if args.json:
         _print_json(results)
+        return 0
+    for result in results:
+        print(f"{'MATCH' if result['match'] else 'no match':<8} {result['query']}")
+        for m in result["matches"] + result["allowed"]:
+            state = " (suppressed by " + m["suppressed_by"] + ")" if m["suppressed"] else ""
+            distance = m["distance"] if m["distance"] is not None else m["band"]
+            print(
+                f"         {m['list']} [{m['kind']}] {m['algorithm']} distance={distance} "
+                f"entry={m['entry_id']} reference={m['reference']}{state}"
+            )
+    return 0
+
+
+def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    info = store.get_list(args.name)
+    offers = list(info.shared_with)
+    if args.unshare:
+        offers = [org for org in offers if org not in {o.lower() for o in args.orgs}]
     else:
-        for result in results:
-            verdict = "MATCH" if result["match"] else "no match"
-            print(f"{verdict:<8} {result['query']}")
-            for m in result["matches"]:
-                print(
-                    f"         {m['list']} {m['algorithm']} distance={m['distance']} "
-                    f"entry={m['entry_id']} reference={m['reference']}"
-                )
+        offers += [org for org in args.orgs if org.lower() not in offers]
+    _print_json(store.update_list(args.name, actor=_actor(args), shared_with=offers).as_dict())
+    return 0
+
+
+def cmd_shares_ls(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch import fields
+
+    organisation = fields.organisation(args.org, "--org")
+    _print_json(
+        [
+            {
+                "list": info.name,
+                "owner": info.owner,
+                "kind": info.kind,
+                "category": info.category,
+                "state": "accepted" if organisation in info.accepted_by else "offered",
+                "trusted": organisation in info.trusted_by,
+            }
+            for info in _store(settings).lists()
+            if organisation in info.shared_with
+        ]
+    )
+    return 0
+
+
+def cmd_shares_answer(args: argparse.Namespace, settings: Settings) -> int:
+    accept = args.shares_command == "accept"
+    info = _store(settings).answer_offer(
+        args.name,
+        args.org,
+        actor=_actor(args),
+        accept=accept,
+        trust=bool(getattr(args, "trust", False)),
+    )
+    _print_json(info.as_dict())
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    _store(settings).close()  # opening migrates, once, under the writers' lock
+    print("hashmatch: database schema is up to date", file=sys.stderr)
     return 0
 
 
@@ -264,6 +356,14 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys_reinstate(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.keys import reinstate_key
+
+    key = reinstate_key(_store(settings), args.id, actor=_actor(args), reason=args.reason)
+    _print_json(key.as_dict())
+    return 0
+
+
 def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     keys_cmd = commands.add_parser("keys", help="API keys: create, list, revoke")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
@@ -279,6 +379,40 @@ def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     kr = keys_sub.add_parser("revoke", parents=[actor_parent], help="revoke a key by id")
     kr.add_argument("id", type=int)
     kr.set_defaults(handler=cmd_keys_revoke)
+    ki = keys_sub.add_parser(
+        "reinstate", parents=[actor_parent], help="lift a key's suspension (e.g. for probing)"
+    )
+    ki.add_argument("id", type=int)
+    ki.add_argument("--reason", required=True, help="why, for the audit log")
+    ki.set_defaults(handler=cmd_keys_reinstate)
+
+    shares_cmd = commands.add_parser(
+        "shares", help="offers of lists to an organisation: list, accept, leave"
+    )
+    shares_sub = shares_cmd.add_subparsers(dest="shares_command", required=True, metavar="COMMAND")
+    sl = shares_sub.add_parser("ls", help="lists offered to an organisation, and their state")
+    sl.add_argument("--org", required=True)
+    sl.set_defaults(handler=cmd_shares_ls)
+    sa = shares_sub.add_parser(
+        "accept", parents=[actor_parent], help="accept an offered list into the org's matches"
+    )
+    sa.add_argument("name")
+    sa.add_argument("--org", required=True, help="the organisation accepting")
+    sa.add_argument(
+        "--trust",
+        action="store_true",
+        help="an allow-list only: let its hits suppress the org's own block lists",
+    )
+    sa.set_defaults(handler=cmd_shares_answer)
+    sv = shares_sub.add_parser("leave", parents=[actor_parent], help="stop matching a list")
+    sv.add_argument("name")
+    sv.add_argument("--org", required=True, help="the organisation leaving")
+    sv.set_defaults(handler=cmd_shares_answer)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to date (a one-off deployment step)"
+    )
+    migrate.set_defaults(handler=cmd_migrate)
 
     lists_cmd = commands.add_parser("lists", help="create, import, export and withdraw lists")
     sub = lists_cmd.add_subparsers(dest="lists_command", required=True, metavar="COMMAND")
@@ -290,8 +424,12 @@ def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     create.add_argument("--jurisdiction", default="", help="e.g. TW, KR")
     create.add_argument("--kind", choices=["block", "allow"], default="block")
     create.add_argument("--description", default="")
-    create.add_argument("--owner", default="local", help="owning organisation")
-    create.add_argument("--share", action="append", help="organisation that may match it")
+    create.add_argument(
+        "--owner", required=True, help="owning organisation (the one its keys act for)"
+    )
+    create.add_argument(
+        "--share", action="append", help="organisation offered the list (it must accept)"
+    )
     create.add_argument("--pdq-threshold", type=int)
     create.add_argument("--phash-threshold", type=int)
     create.set_defaults(handler=cmd_create)
@@ -327,10 +465,37 @@ def add_commands(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     wd.add_argument("--reason", required=True)
     wd.set_defaults(handler=cmd_withdraw)
 
+    rv = sub.add_parser(
+        "revive", parents=[actor_parent], help="bring withdrawn entries back (with a reason)"
+    )
+    rv.add_argument("name")
+    rv.add_argument("--reference", action="append", help="the source's reference id")
+    rv.add_argument("--hash", action="append", help="ALG:HEX")
+    rv.add_argument("--file", help="a hash-set file of hashes to revive")
+    rv.add_argument("--reason", required=True)
+    rv.set_defaults(handler=cmd_revive)
+
+    for command, unshare in (("share", False), ("unshare", True)):
+        sh = sub.add_parser(
+            command,
+            parents=[actor_parent],
+            help="withdraw a list's offer from organisations"
+            if unshare
+            else "offer a list to organisations (each must accept)",
+        )
+        sh.add_argument("name")
+        sh.add_argument("orgs", nargs="+", metavar="ORG")
+        sh.set_defaults(handler=cmd_share, unshare=unshare)
+
     match = commands.add_parser("match", help="match local files or hashes against the lists")
     match.add_argument("paths", nargs="*", metavar="PATH")
     match.add_argument("--hash", action="append", help="ALG:HEX")
-    match.add_argument("--lists", help="comma-separated list names")
+    match.add_argument("--lists", help="comma-separated list names (each must exist)")
+    match.add_argument(
+        "--org",
+        help="match as this organisation: its own and accepted lists, distances as it sees "
+        "them (default: every list, as the operator)",
+    )
     match.add_argument("--json", action="store_true")
     match.set_defaults(handler=cmd_match)
 

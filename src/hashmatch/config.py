@@ -14,6 +14,7 @@ from typing import Any
 
 from hashmatch.errors import ConfigError
 from hashmatch.media import MediaLimits
+from hashmatch.policy import DEFAULT_BOUNDS, ThresholdBounds
 
 PREFIX = "HASHMATCH_"
 
@@ -39,6 +40,13 @@ def _port(raw: str) -> int:
     return value
 
 
+def _bits(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be a number of bits, 0 or more")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.strip().lower()
     if level not in {"critical", "error", "warning", "info", "debug"}:
@@ -61,10 +69,21 @@ class Settings:
     log_level: str = field(default="info", metadata={"parse": _log_level})
     max_upload_bytes: int = field(default=50_000_000, metadata={"parse": _positive_int})
     max_pixels: int = field(default=100_000_000, metadata={"parse": _positive_int})
+    #: Peak bytes one image's decode may allocate, estimated from its header.
+    max_decode_bytes: int = field(default=128 * 1024 * 1024, metadata={"parse": _positive_int})
     #: Requests per second each API key may make (token bucket), and the burst it may spend.
     rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
     rate_burst: int = field(default=400, metadata={"parse": _positive_int})
     workers: int = field(default=1, metadata={"parse": _positive_int})
+    #: The largest threshold a list may use (see :class:`hashmatch.policy.ThresholdBounds`).
+    max_threshold_pdq: int = field(default=DEFAULT_BOUNDS.pdq, metadata={"parse": _bits})
+    max_threshold_phash: int = field(default=DEFAULT_BOUNDS.phash, metadata={"parse": _bits})
+
+    def __post_init__(self) -> None:
+        try:
+            self.threshold_bounds  # noqa: B018 - built to be checked
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -85,4 +104,12 @@ class Settings:
 
     @property
     def media_limits(self) -> MediaLimits:
-        return MediaLimits(max_bytes=self.max_upload_bytes, max_pixels=self.max_pixels)
+        return MediaLimits(
+            max_bytes=self.max_upload_bytes,
+            max_pixels=self.max_pixels,
+            max_decode_bytes=self.max_decode_bytes,
+        )
+
+    @property
+    def threshold_bounds(self) -> ThresholdBounds:
+        return ThresholdBounds(pdq=self.max_threshold_pdq, phash=self.max_threshold_phash)

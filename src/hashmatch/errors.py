@@ -93,6 +93,22 @@ class InvalidList(StoreError):
     code = "invalid_list"
 
 
+class InvalidField(InvalidList):
+    """A value breaks its field's rule (:mod:`hashmatch.fields`); ``field`` names it."""
+
+    code = "invalid_field"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached: try again later (HTTP 503 with Retry-After)."""
+
+    code = "database_unavailable"
+
+
 class ImportRejected(StoreError):
     """A strict import met bad rows: nothing was written."""
 
@@ -113,6 +129,19 @@ class Forbidden(HashmatchError):
     """The key's roles do not allow this."""
 
     code = "forbidden"
+
+
+class KeySuspended(Forbidden):
+    """The key was suspended (e.g. for probing another organisation's hashes) until the
+    operator reinstates it."""
+
+    code = "key_suspended"
+
+
+class NothingMatched(NotFound):
+    """A withdrawal or revival named references or hashes that match no entry."""
+
+    code = "nothing_matched"
 
 
 class PayloadTooLarge(HashmatchError):

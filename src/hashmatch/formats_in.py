@@ -33,16 +33,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
-from hashmatch.errors import HashFormatError
+from hashmatch import fields
+from hashmatch.errors import HashFormatError, InvalidField
 from hashmatch.formats import Format
 from hashmatch.hashing import Algorithm, Hash, parse_algorithm
 
 #: The input formats are the output formats of ``hashmatch hash``.
 InputFormat = Format
 
-MAX_REFERENCE_CHARS: Final = 256
-MAX_LABEL_CHARS: Final = 64
-MAX_LABELS: Final = 32
+MAX_REFERENCE_CHARS: Final = fields.MAX_REFERENCE_CHARS
+MAX_LABEL_CHARS: Final = fields.MAX_LABEL_CHARS
+MAX_LABELS: Final = fields.MAX_LABELS
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
 
 _CHUNK: Final = 1 << 16
@@ -220,31 +221,44 @@ def _hash(algorithm: Algorithm, text: str | None) -> Hash:
 
 
 def _reference(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, str | int)):
         raise _Invalid(f"reference must be a string, got {type(value).__name__}")
-    reference = str(value).strip()
-    if len(reference) > MAX_REFERENCE_CHARS:
-        raise _Invalid(
-            f"reference longer than {MAX_REFERENCE_CHARS} characters (got {len(reference)})"
-        )
-    return reference or None
+    try:
+        return fields.reference(value)
+    except InvalidField as exc:
+        raise _Invalid(exc.message) from None
 
 
 def _labels(values: Sequence[object]) -> tuple[str, ...]:
-    labels: dict[str, None] = {}
     for value in values:
         if not isinstance(value, str):
             raise _Invalid(f"labels must be strings, got {type(value).__name__}")
-        label = value.strip()
-        if len(label) > MAX_LABEL_CHARS:
-            raise _Invalid(f"label longer than {MAX_LABEL_CHARS} characters: {_clip(label)!r}")
-        if label:
-            labels[label] = None
-    if len(labels) > MAX_LABELS:
-        raise _Invalid(f"too many labels: {len(labels)} (at most {MAX_LABELS})")
-    return tuple(labels)
+    try:
+        return fields.labels(values)
+    except InvalidField as exc:
+        raise _Invalid(exc.message) from None
+
+
+def entry_row(
+    line: int,
+    algorithm: str,
+    value: str,
+    reference: object = None,
+    labels: Sequence[object] = (),
+) -> HashRow | RowError:
+    """One entry given as fields (a JSON API body) as a row, by the same rules as a file's;
+    the reason names the entry's position."""
+    try:
+        return HashRow(
+            line,
+            _hash(_algorithm(algorithm, None), value),
+            _reference(reference),
+            _labels(labels),
+        )
+    except _Invalid as exc:
+        return RowError(line, f"entries[{line - 1}]: {exc}")
+    except HashFormatError as exc:
+        return RowError(line, f"entries[{line - 1}]: {exc.message}")
 
 
 def _label_text(text: str) -> tuple[str, ...]:

@@ -1,7 +1,10 @@
 """API keys: who calls, for which organisation, with which roles.
 
 A key is shown once, at creation; only its SHA-256 is stored (keys are 256 random bits, so a
-fast hash is enough: there is nothing to brute-force). Creation and revocation are audited.
+fast hash is enough: there is nothing to brute-force). Creation, revocation, suspension and
+reinstatement are audited. Roles act within the key's own organisation only: ``admin`` manages
+that organisation's lists and the offers made to it; what spans organisations (keys, every
+list) is the operator's, from the CLI.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any, Final
 
 from sqlalchemy import insert, select, update
 
-from hashmatch.errors import InvalidList, NotFound
+from hashmatch import fields
+from hashmatch.errors import InvalidField, NotFound
 from hashmatch.schema import api_keys, organisations
 from hashmatch.store import Store, new_id, utcnow
 
@@ -37,17 +41,16 @@ class KeyInfo:
     roles: frozenset[Role]
     created_at: dt.datetime
     revoked_at: dt.datetime | None = None
+    suspended_at: dt.datetime | None = None
+    suspended_reason: str | None = None
 
     def allows(self, role: Role) -> bool:
         return role in self.roles or Role.ADMIN in self.roles
 
-    def can_see(self, owner: str, shared_with: tuple[str, ...]) -> bool:
-        """A list is visible to its owner, the organisations it is shared with, and admins."""
-        return (
-            Role.ADMIN in self.roles
-            or owner == self.organisation
-            or self.organisation in shared_with
-        )
+    @property
+    def actor(self) -> str:
+        """Who acted, as the audit log records it."""
+        return f"key:{self.id}:{self.organisation}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +61,8 @@ class KeyInfo:
             "roles": sorted(self.roles),
             "created_at": self.created_at.isoformat(),
             "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+            "suspended_at": self.suspended_at.isoformat() if self.suspended_at else None,
+            "suspended_reason": self.suspended_reason,
         }
 
 
@@ -70,9 +75,9 @@ def parse_roles(names: list[str]) -> frozenset[Role]:
         roles = frozenset(Role(name.strip().lower()) for name in names)
     except ValueError:
         known = ", ".join(r.value for r in Role)
-        raise InvalidList(f"unknown role in {names!r}; known: {known}") from None
+        raise InvalidField("roles", f"unknown role in {names!r}; known: {known}") from None
     if not roles:
-        raise InvalidList("a key needs at least one role")
+        raise InvalidField("roles", "a key needs at least one role")
     return roles
 
 
@@ -80,6 +85,8 @@ def create_key(
     store: Store, organisation: str, roles: frozenset[Role], *, actor: str, name: str = ""
 ) -> tuple[KeyInfo, str]:
     """A new key for ``organisation``: its record and the secret, which is never shown again."""
+    organisation = fields.organisation(organisation, "org")
+    name = fields.text(name, "name", fields.MAX_ACTOR_CHARS).strip()
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     with store.write_transaction() as conn:
@@ -117,11 +124,14 @@ def _info(row: Any) -> KeyInfo:
         frozenset(Role(r) for r in row["roles"]),
         row["created_at"],
         row["revoked_at"],
+        row["suspended_at"],
+        row["suspended_reason"],
     )
 
 
 def authenticate(store: Store, secret: str) -> KeyInfo | None:
-    """The live key with this secret, or None (unknown, malformed or revoked)."""
+    """The unrevoked key with this secret (perhaps suspended), or None (unknown, malformed or
+    revoked)."""
     if not secret.startswith(KEY_PREFIX) or len(secret) > 128:
         return None
     with store.engine.connect() as conn:
@@ -152,4 +162,36 @@ def revoke_key(store: Store, key_id: int, *, actor: str) -> KeyInfo:
         if result.rowcount == 0:
             raise NotFound(f"no live key with id {key_id}")
         store.audit(conn, actor, "key.revoke", str(key_id), {"key": key_id})
+    return next(k for k in list_keys(store) if k.id == key_id)
+
+
+def suspend_key(
+    store: Store, key_id: int, *, actor: str, reason: str, probed_list: str | None = None
+) -> None:
+    """Stop a key (every request answers 403 ``key_suspended``) until :func:`reinstate_key`.
+    ``probed_list``: the list it was caught probing, whose owner sees it in that list's audit."""
+    reason = fields.reason(reason)
+    with store.write_transaction() as conn:
+        result = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.suspended_at.is_(None))
+            .values(suspended_at=utcnow(), suspended_reason=reason)
+        )
+        if result.rowcount:
+            store.audit(conn, actor, "key.suspend", str(key_id), {"key": key_id}, reason)
+            if probed_list is not None:
+                store.audit(conn, actor, "list.probed", probed_list, {"key": key_id}, reason)
+
+
+def reinstate_key(store: Store, key_id: int, *, actor: str, reason: str) -> KeyInfo:
+    reason = fields.reason(reason)
+    with store.write_transaction() as conn:
+        result = conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.suspended_at.is_not(None))
+            .values(suspended_at=None, suspended_reason=None)
+        )
+        if result.rowcount == 0:
+            raise NotFound(f"no suspended key with id {key_id}")
+        store.audit(conn, actor, "key.reinstate", str(key_id), {"key": key_id}, reason)
     return next(k for k in list_keys(store) if k.id == key_id)

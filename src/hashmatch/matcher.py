@@ -18,24 +18,34 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
 from hashmatch.entry_table import EntryMeta, EntryTable
+from hashmatch.errors import StoreUnavailable
 from hashmatch.hashing import VARIANT_PENALTY, Algorithm, Hash, is_variant
 from hashmatch.index import ExactIndex, HammingIndex
+from hashmatch.policy import DEFAULT_BOUNDS, ThresholdBounds
 from hashmatch.store import ChangeListener, EntryRow, ListInfo, Store
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION: Final = 2
 DEFAULT_POLL_SECONDS: Final = 0.2
+#: Longest wait between retries while the database is unreachable.
+MAX_BACKOFF_SECONDS: Final = 5.0
+#: A follower that has not read the change log for this long is reported not ready.
+STALE_SECONDS: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
+    """One entry within its list's threshold of one query hash."""
+
     list: str
+    list_id: int
+    owner: str
     kind: str
     category: str
     entry_id: int
@@ -43,18 +53,9 @@ class Match:
     labels: tuple[str, ...]
     algorithm: Algorithm
     distance: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "list": self.list,
-            "kind": self.kind,
-            "category": self.category,
-            "entry_id": self.entry_id,
-            "reference": self.reference,
-            "labels": list(self.labels),
-            "algorithm": self.algorithm.value,
-            "distance": self.distance,
-        }
+    #: The threshold this hit was judged against: the list's (within the instance's bound),
+    #: tightened by ``max_distance`` and the variant penalty. Digests: 0.
+    threshold: int
 
 
 def _new_index(algorithm: Algorithm) -> HammingIndex | ExactIndex:
@@ -62,9 +63,15 @@ def _new_index(algorithm: Algorithm) -> HammingIndex | ExactIndex:
 
 
 class Matcher:
-    def __init__(self, store: Store, snapshot_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        snapshot_dir: Path | None = None,
+        bounds: ThresholdBounds = DEFAULT_BOUNDS,
+    ) -> None:
         self.store = store
         self.snapshot_dir = snapshot_dir
+        self.bounds = bounds
         self.cursor = 0
         self._indexes = {algorithm: _new_index(algorithm) for algorithm in Algorithm}
         self._entries = EntryTable()
@@ -74,6 +81,7 @@ class Matcher:
         self._stop = threading.Event()
         self._follower: threading.Thread | None = None
         self._listener: ChangeListener | None = None
+        self._problem: str | None = None
         self.last_refresh = 0.0
 
     # --- loading ----------------------------------------------------------------------------
@@ -180,23 +188,55 @@ class Matcher:
 
     def _follow(self, poll_seconds: float) -> None:
         listener = self._listener = self.store.change_listener()
+        delay = poll_seconds
         try:
             while not self._stop.is_set():
-                listener.wait(poll_seconds)
+                listener.wait(delay)
                 if self._stop.is_set():
                     break
                 try:
                     self.refresh()
-                except Exception:
-                    log.exception("change-log refresh failed; retrying")
+                except Exception as exc:
+                    # Once per state change, not every poll: the log must stay readable
+                    # through an outage, and matching goes on from memory meanwhile.
+                    problem = getattr(exc, "message", None) or type(exc).__name__
+                    if self._problem is None:
+                        log.warning(
+                            "cannot follow the change log (%s); matching goes on from memory, "
+                            "retrying with backoff",
+                            problem,
+                            exc_info=not isinstance(exc, StoreUnavailable),
+                        )
+                    self._problem = problem
+                    delay = min(MAX_BACKOFF_SECONDS, delay * 2)
+                    continue
+                if self._problem is not None:
+                    log.warning("following the change log again, at cursor %d", self.cursor)
+                self._problem = None
+                delay = poll_seconds
         finally:
             self._listener = None
             listener.close()
+
+    def follower_problem(self) -> str | None:
+        """Why this replica is not following the change log, or None when it is."""
+        if self._problem is not None:
+            return self._problem
+        if self._follower is not None and time.monotonic() - self.last_refresh > STALE_SECONDS:
+            return f"change log not read for over {STALE_SECONDS:.0f} s"
+        return None
 
     # --- matching ---------------------------------------------------------------------------
 
     def lists(self) -> list[ListInfo]:
         return list(self._lists_by_name.values())
+
+    def list_map(self) -> dict[int, ListInfo]:
+        """The lists as this replica has them now, by id (the verdict reads trust from it)."""
+        return self._lists
+
+    def get_list(self, name: str) -> ListInfo | None:
+        return self._lists_by_name.get(name)
 
     def size(self, algorithm: Algorithm) -> int:
         return len(self._indexes[algorithm])
@@ -211,11 +251,12 @@ class Matcher:
     ) -> list[list[Match]]:
         """Matches of each hash, closest first, within each list's own threshold.
 
-        ``max_distance`` can only tighten a list's threshold; ``lists`` restricts the lists
-        searched; ``penalty`` tightens every perceptual threshold by that many bits (see
-        :func:`match_queries`). Disabled lists and withdrawn entries never match.
+        Thresholds are capped by the instance's bounds; ``max_distance`` can only tighten
+        them; ``lists`` restricts the lists searched (``None``: all); ``penalty`` tightens
+        every perceptual threshold by that many bits (see :meth:`match_queries`). Disabled
+        lists and withdrawn entries never match.
         """
-        allowed = None if lists is None else set(lists)
+        allowed = None if lists is None else frozenset(lists)
         results: list[list[Match]] = [[] for _ in hashes]
         for algorithm in Algorithm:
             positions = [i for i, h in enumerate(hashes) if h.algorithm is algorithm]
@@ -246,15 +287,17 @@ class Matcher:
         lists: Iterable[str] | None = None,
         max_distance: int | None = None,
     ) -> list[list[Match]]:
-        """Matches of each hash of an image's query (:func:`hashing.query_hashes`): hashes of
-        the image as submitted within each list's threshold, those of its other variants
-        within the threshold less :data:`hashing.VARIANT_PENALTY`."""
-        lists = None if lists is None else list(lists)
+        """Matches of each hash of a query (:func:`hashing.query_hashes`): hashes of the
+        image as submitted within each list's threshold, those of its other variants within
+        the threshold less :data:`hashing.VARIANT_PENALTY`."""
+        lists = None if lists is None else frozenset(lists)
         results: list[list[Match]] = [[] for _ in queries]
         for penalised in (False, True):
             positions = [
                 i for i, (_, variant) in enumerate(queries) if is_variant(variant) == penalised
             ]
+            if not positions:
+                continue
             found = self.match(
                 [queries[i][0] for i in positions],
                 lists=lists,
@@ -265,45 +308,28 @@ class Matcher:
                 results[position] = matches
         return results
 
-    def closest_matches(
-        self,
-        queries: Sequence[tuple[Hash, str | None]],
-        *,
-        lists: Iterable[str] | None = None,
-        max_distance: int | None = None,
-    ) -> list[tuple[Match, str | None]]:
-        """What one image's query matched: each entry once, at its closest hash, with the
-        variant that found it; closest first."""
-        best: dict[int, tuple[Match, str | None]] = {}
-        found = self.match_queries(queries, lists=lists, max_distance=max_distance)
-        for (_, variant), matches in zip(queries, found, strict=True):
-            for match in matches:
-                current = best.get(match.entry_id)
-                if current is None or match.distance < current[0].distance:
-                    best[match.entry_id] = (match, variant)
-        return sorted(best.values(), key=lambda pair: pair[0].distance)
-
-    def _search_radius(
-        self, algorithm: Algorithm, allowed: set[str] | None, max_distance: int | None
-    ) -> int | None:
+    def _threshold(self, info: ListInfo, algorithm: Algorithm, max_distance: int | None) -> int:
         if not algorithm.perceptual:
             return 0
+        threshold = self.bounds.clamp(algorithm, info.thresholds.get(algorithm.value, 0))
+        return threshold if max_distance is None else min(threshold, max_distance)
+
+    def _search_radius(
+        self, algorithm: Algorithm, allowed: frozenset[str] | None, max_distance: int | None
+    ) -> int | None:
         thresholds = [
-            info.thresholds.get(algorithm.value, 0)
+            self._threshold(info, algorithm, max_distance)
             for info in self._lists.values()
             if info.enabled and (allowed is None or info.name in allowed)
         ]
-        if not thresholds:
-            return None
-        radius = max(thresholds)
-        return radius if max_distance is None else min(radius, max_distance)
+        return max(thresholds) if thresholds else None
 
     def _hit(
         self,
         entry_id: int,
         distance: int,
         algorithm: Algorithm,
-        allowed: set[str] | None,
+        allowed: frozenset[str] | None,
         max_distance: int | None,
         penalty: int,
     ) -> Match | None:
@@ -313,15 +339,15 @@ class Matcher:
             return None
         if allowed is not None and info.name not in allowed:
             return None
-        threshold = info.thresholds.get(algorithm.value, 0) if algorithm.perceptual else 0
-        if max_distance is not None:
-            threshold = min(threshold, max_distance)
+        threshold = self._threshold(info, algorithm, max_distance)
         if algorithm.perceptual:
             threshold -= penalty
         if distance > threshold:
             return None
         return Match(
             info.name,
+            info.id,
+            info.owner,
             info.kind,
             info.category,
             entry_id,
@@ -329,6 +355,7 @@ class Matcher:
             meta.labels,
             algorithm,
             distance,
+            threshold,
         )
 
     # --- snapshots --------------------------------------------------------------------------

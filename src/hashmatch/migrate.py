@@ -1,12 +1,22 @@
-"""Versioned schema migrations (Alembic), applied when the store opens."""
+"""Versioned schema migrations (Alembic), applied once per database, whoever starts first.
+
+``hashmatch serve --workers N`` migrates in the parent before it starts any worker, and
+``hashmatch migrate`` is the one-off step for deployments; but two instances starting together
+on one database must not race either, so a migration runs inside the store's write transaction:
+SQLite's write lock (``BEGIN IMMEDIATE``) or the PostgreSQL advisory lock every writer takes.
+The second instance waits, then finds the schema at its head and does nothing.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from hashmatch.store import Store
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -17,8 +27,8 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(store: Store, revision: str = "head") -> None:
     config = alembic_config()
-    with engine.begin() as connection:
+    with store.write_transaction() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)

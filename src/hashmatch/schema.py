@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 
@@ -63,11 +64,19 @@ lists = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# A share is an offer to one organisation; it reaches that organisation's matches only once
+# accepted (``accepted_at``). ``trusted``: the organisation lets this allow-list suppress hits
+# of its own block lists.
 list_shares = Table(
     "list_shares",
     metadata,
     Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
     Column("organisation_id", ForeignKey("organisations.id"), primary_key=True),
+    Column("offered_at", DateTime(timezone=True), nullable=True),
+    Column("offered_by", String(128), nullable=False, server_default=""),
+    Column("accepted_at", DateTime(timezone=True), nullable=True),
+    Column("accepted_by", String(128), nullable=True),
+    Column("trusted", Boolean, nullable=False, server_default=false()),
 )
 
 changes = Table(
@@ -99,6 +108,7 @@ entries = Table(
     Index("ix_entries_added_change", "added_change"),
     Index("ix_entries_withdrawn_change", "withdrawn_change"),
     Index("ix_entries_list_reference", "list_id", "reference"),
+    Index("ix_entries_list_algorithm_hash", "list_id", "algorithm", "hash"),
     # One live entry per (list, algorithm, hash): re-imports are counted as duplicates.
     Index(
         "uq_entries_live_hash",
@@ -121,6 +131,7 @@ audit = Table(
     Column("target", String(256), nullable=False),
     Column("counts", JSON, nullable=False),
     Column("reason", Text, nullable=True),
+    Column("details", JSON, nullable=True),  # old and new values of what changed
     Index("ix_audit_target", "target"),
 )
 
@@ -136,4 +147,6 @@ api_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("created_by", String(128), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_reason", Text, nullable=True),
 )

@@ -28,13 +28,19 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings) -> None:
+    from hashmatch.store import Store, database_url
+
+    # Migrate once, here, before any worker opens the database: workers must not race to.
+    Store.open(
+        database_url(settings.data_dir, settings.database_url), bounds=settings.threshold_bounds
+    ).close()
     if settings.workers <= 1:
         import uvicorn
 
         from hashmatch.api.app import create_app
 
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, migrate=False),
             host=settings.host,
             port=settings.port,
             **_uvicorn_options(settings),
@@ -76,5 +82,5 @@ def _worker(settings: Settings) -> None:
     from hashmatch.api.app import create_app
 
     sock = _listening_socket(settings.host, settings.port)
-    config = uvicorn.Config(create_app(settings), **_uvicorn_options(settings))
+    config = uvicorn.Config(create_app(settings, migrate=False), **_uvicorn_options(settings))
     uvicorn.Server(config).run(sockets=[sock])

@@ -21,8 +21,10 @@ from sqlalchemy import (
     Connection,
     Engine,
     Text,
+    and_,
     cast,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -30,23 +32,35 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 
+from hashmatch import fields
 from hashmatch.bulk import EntryTuple, insert_entries
-from hashmatch.errors import Conflict, ImportRejected, InvalidList, NotFound, StoreError
+from hashmatch.errors import (
+    Conflict,
+    ImportRejected,
+    InvalidField,
+    NotFound,
+    StoreUnavailable,
+)
 from hashmatch.formats_in import HashRow, RowError
 from hashmatch.hashing import Algorithm, Hash
+from hashmatch.policy import DEFAULT_BOUNDS, DEFAULT_THRESHOLDS, ThresholdBounds
 from hashmatch.schema import audit, changes, entries, list_shares, lists, organisations
 
-#: Measured by ``benchmarks/bench_robustness.py`` on real photographs. PDQ: precision stays at
-#: 99.99% on every transform up to 77 bits, and the extrapolated tail of distances between
-#: distinct photos reaches one in 10^12 at 44; 31 (Meta's recommendation) keeps two decades of
-#: that margin for uploads that are not photographs (screenshots, memes, near-flat images).
-#: pHash: precision falls below 99.99% above 7 bits (a 4 degree turn), so one bit under it.
-DEFAULT_THRESHOLDS: Final = {"pdq": 31, "phash": 6}
+__all__ = ["DEFAULT_THRESHOLDS", "ListInfo", "Store"]
+
 LIST_KINDS: Final = ("block", "allow")
 IMPORT_BATCH: Final = 20_000
 MAX_REPORTED_ERRORS: Final = 1_000
+#: Hashes per ``IN (...)`` lookup: under SQLite's oldest limit of 999 bound parameters.
+LOOKUP_CHUNK: Final = 900
+#: Fields of a list its owner may change, and the rule each value must meet.
+_LIST_TEXT_FIELDS: Final = {
+    "source": fields.MAX_SOURCE_CHARS,
+    "jurisdiction": fields.MAX_JURISDICTION_CHARS,
+}
 _WRITER_LOCK_KEY: Final = 0x68617368  # "hash": PostgreSQL advisory lock of all writers
 CHANGES_CHANNEL: Final = "hashmatch_changes"  # PostgreSQL NOTIFY channel of every commit
 
@@ -67,11 +81,23 @@ class ListInfo:
     description: str
     enabled: bool
     thresholds: dict[str, int]
+    #: Organisations the list is offered to; of those, the ones that accepted it, and the
+    #: ones that let it (an allow-list) suppress hits of their own block lists.
     shared_with: tuple[str, ...] = ()
+    accepted_by: tuple[str, ...] = ()
+    trusted_by: tuple[str, ...] = ()
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, organisation: str | None = None) -> dict[str, Any]:
+        """The list as ``organisation`` may see it: its sharing in full for the owner (and
+        the operator, ``None``), only its own offer for anyone else."""
+
+        def seen(names: tuple[str, ...]) -> list[str]:
+            if organisation is None or organisation == self.owner:
+                return list(names)
+            return [name for name in names if name == organisation]
+
         return {
             "name": self.name,
             "owner": self.owner,
@@ -82,6 +108,20 @@ class ListInfo:
             "description": self.description,
             "enabled": self.enabled,
             "thresholds": self.thresholds,
+            "shared_with": seen(self.shared_with),
+            "accepted_by": seen(self.accepted_by),
+            "trusted_by": seen(self.trusted_by),
+        }
+
+    def editable(self) -> dict[str, Any]:
+        """The values an owner may change, as the audit log records them."""
+        return {
+            "enabled": self.enabled,
+            "description": self.description,
+            "source": self.source,
+            "jurisdiction": self.jurisdiction,
+            "category": self.category,
+            "thresholds": dict(self.thresholds),
             "shared_with": list(self.shared_with),
         }
 
@@ -94,11 +134,25 @@ class ImportReport:
     duplicates: int = 0
     rejected: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows whose hash was withdrawn from this list: never revived by an import.
+    previously_withdrawn: int = 0
+    withdrawn_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def reject(self, error: RowError) -> None:
         self.rejected += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
             self.errors.append({"line": error.line, "reason": error.reason})
+
+    def skip_withdrawn(self, row: HashRow) -> None:
+        self.previously_withdrawn += 1
+        if len(self.withdrawn_rows) < MAX_REPORTED_ERRORS:
+            self.withdrawn_rows.append(
+                {
+                    "line": row.line,
+                    "reason": "withdrawn from this list before; not revived by an import "
+                    "(revive it explicitly, with a reason)",
+                }
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,9 +160,11 @@ class ImportReport:
             "cursor": self.cursor,
             "added": self.added,
             "duplicates": self.duplicates,
+            "previously_withdrawn": self.previously_withdrawn,
             "rejected": self.rejected,
             "errors": self.errors,
             "errors_truncated": self.rejected > len(self.errors),
+            "withdrawn_rows": self.withdrawn_rows,
         }
 
 
@@ -155,30 +211,54 @@ def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
+def _translate_error(context: ExceptionContext) -> None:
+    """Database failures -> domain errors, once for every query: an unreachable database is
+    a 503 to retry, a value the database refuses is the caller's 422. Neither message carries
+    the statement's parameters (hash bytes, withdrawal reasons): the engine hides them too."""
+    error = context.sqlalchemy_exception
+    if context.is_disconnect or isinstance(error, OperationalError | InterfaceError):
+        cause = type(context.original_exception).__name__
+        raise StoreUnavailable(f"database unavailable ({cause})") from None
+    if isinstance(error, DataError):
+        cause = type(context.original_exception).__name__
+        raise InvalidField("value", f"refused by the database ({cause})") from None
+
+
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, bounds: ThresholdBounds = DEFAULT_BOUNDS) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.bounds = bounds
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Store:
+    def open(
+        cls, url: str, *, migrate: bool = True, bounds: ThresholdBounds = DEFAULT_BOUNDS
+    ) -> Store:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-        engine = create_engine(url, pool_pre_ping=True)
+        # Parameters never reach an error message or a log line: they hold hash values and
+        # withdrawal reasons.
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        event.listen(engine, "handle_error", _translate_error)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
             # pysqlite's own transaction handling must stay out of the way of BEGIN IMMEDIATE.
             event.listen(engine, "connect", lambda c, _r: setattr(c, "isolation_level", None))
             event.listen(engine, "begin", _sqlite_begin)
-        store = cls(engine)
+        store = cls(engine, bounds)
         if migrate:
             from hashmatch.migrate import upgrade
 
-            upgrade(engine)
+            upgrade(store)
         return store
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def change_listener(self) -> ChangeListener:
         return ChangeListener(self)
@@ -191,6 +271,7 @@ class Store:
     # --- organisations and lists --------------------------------------------------------------
 
     def ensure_organisation(self, name: str, connection: Connection | None = None) -> int:
+        name = fields.organisation(name)
         if connection is None:
             with self.write_transaction() as conn:
                 return self.ensure_organisation(name, conn)
@@ -216,9 +297,20 @@ class Store:
         thresholds: dict[str, int] | None = None,
         shared_with: Sequence[str] = (),
     ) -> ListInfo:
-        _check_list_fields(name, kind, category)
-        merged = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
-        _check_thresholds(merged)
+        name = fields.list_name(name)
+        owner = fields.organisation(owner, "owner")
+        if kind not in LIST_KINDS:
+            raise InvalidField("kind", f"must be one of {', '.join(LIST_KINDS)}, got {kind!r}")
+        values = {
+            "category": fields.category(category),
+            "description": _description(description),
+            "source": fields.text(source, "source", fields.MAX_SOURCE_CHARS).strip(),
+            "jurisdiction": fields.text(
+                jurisdiction, "jurisdiction", fields.MAX_JURISDICTION_CHARS
+            ).strip(),
+            "thresholds": {**self.bounds.defaults(), **self.bounds.check(thresholds or {})},
+        }
+        offers = _offers(shared_with, owner)
         now = utcnow()
         with self.write_transaction() as conn:
             owner_id = self.ensure_organisation(owner, conn)
@@ -229,52 +321,139 @@ class Store:
                             name=name,
                             owner_id=owner_id,
                             kind=kind,
-                            category=category,
-                            source=source,
-                            jurisdiction=jurisdiction,
-                            description=description,
                             enabled=True,
-                            thresholds=merged,
                             created_at=now,
                             updated_at=now,
+                            **values,
                         )
                     )
                 )
             except IntegrityError:
                 raise Conflict(f"a list named {name!r} already exists") from None
-            for organisation in dict.fromkeys(shared_with):  # a name given twice shares once
-                org_id = self.ensure_organisation(organisation, conn)
-                conn.execute(insert(list_shares).values(list_id=list_id, organisation_id=org_id))
-            cursor = self._change(conn, "list", int(list_id), 0)
-            self.audit(conn, actor, "list.create", name, {"cursor": cursor})
+            self._offer(conn, list_id, offers, actor, now)
+            cursor = self.record_change(conn, "list", list_id, 0)
+            details = {"new": {**values, "kind": kind, "shared_with": list(offers)}}
+            self.audit(conn, actor, "list.create", name, {"cursor": cursor}, details=details)
         return self.get_list(name)
 
-    def update_list(self, name: str, *, actor: str, **fields: Any) -> ListInfo:
+    def update_list(self, name: str, *, actor: str, **changes: Any) -> ListInfo:
+        """Change what its owner may change; the audit row keeps the old and new values.
+        ``shared_with`` replaces the set of offers: organisations left out lose the list
+        (accepted or not), new ones get an offer, the others keep their answer."""
         allowed = {"enabled", "description", "source", "jurisdiction", "category", "thresholds"}
-        unknown = set(fields) - allowed - {"shared_with"}
+        unknown = set(changes) - allowed - {"shared_with"}
         if unknown:
-            raise InvalidList(f"cannot change {', '.join(sorted(unknown))}")
+            raise InvalidField(sorted(unknown)[0], "cannot be changed")
         current = self.get_list(name)
-        values = {k: v for k, v in fields.items() if k in allowed and v is not None}
-        if "thresholds" in values:
-            values["thresholds"] = {**current.thresholds, **values["thresholds"]}
-            _check_thresholds(values["thresholds"])
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if value is None or key == "shared_with":
+                continue
+            if key == "enabled":
+                if not isinstance(value, bool):
+                    raise InvalidField("enabled", "must be true or false")
+                values[key] = value
+            elif key == "thresholds":
+                values[key] = {**current.thresholds, **self.bounds.check(value)}
+            elif key == "category":
+                values[key] = fields.category(value)
+            elif key == "description":
+                values[key] = _description(value)
+            else:
+                values[key] = fields.text(value, key, _LIST_TEXT_FIELDS[key]).strip()
+        offers = None
+        if changes.get("shared_with") is not None:
+            offers = _offers(changes["shared_with"], current.owner)
+        now = utcnow()
         with self.write_transaction() as conn:
-            conn.execute(
-                update(lists).where(lists.c.id == current.id).values(**values, updated_at=utcnow())
-            )
-            if fields.get("shared_with") is not None:
-                conn.execute(list_shares.delete().where(list_shares.c.list_id == current.id))
-                for organisation in dict.fromkeys(fields["shared_with"]):
-                    org_id = self.ensure_organisation(organisation, conn)
+            if values:
+                conn.execute(
+                    update(lists).where(lists.c.id == current.id).values(**values, updated_at=now)
+                )
+            if offers is not None:
+                gone = [org for org in current.shared_with if org not in offers]
+                if gone:
                     conn.execute(
-                        insert(list_shares).values(list_id=current.id, organisation_id=org_id)
+                        delete(list_shares).where(
+                            list_shares.c.list_id == current.id,
+                            list_shares.c.organisation_id.in_(
+                                select(organisations.c.id).where(organisations.c.name.in_(gone))
+                            ),
+                        )
                     )
-            cursor = self._change(conn, "list", current.id, 0)
-            self.audit(conn, actor, "list.update", name, {"cursor": cursor}, None, fields)
+                fresh = [org for org in offers if org not in current.shared_with]
+                self._offer(conn, current.id, fresh, actor, now)
+            cursor = self.record_change(conn, "list", current.id, 0)
+            old = current.editable()
+            new = {**old, **values, **({"shared_with": list(offers)} if offers is not None else {})}
+            changed = sorted(k for k in new if new[k] != old[k])
+            details = {"old": {k: old[k] for k in changed}, "new": {k: new[k] for k in changed}}
+            self.audit(conn, actor, "list.update", name, {"cursor": cursor}, details=details)
+        return self.get_list(name)
+
+    def _offer(
+        self, conn: Connection, list_id: int, offers: Sequence[str], actor: str, now: dt.datetime
+    ) -> None:
+        for organisation in offers:
+            org_id = self.ensure_organisation(organisation, conn)
+            conn.execute(
+                insert(list_shares).values(
+                    list_id=list_id,
+                    organisation_id=org_id,
+                    offered_at=now,
+                    offered_by=actor,
+                    trusted=False,
+                )
+            )
+
+    def answer_offer(
+        self,
+        name: str,
+        organisation: str,
+        *,
+        actor: str,
+        accept: bool,
+        trust: bool = False,
+    ) -> ListInfo:
+        """``organisation`` accepts the offer of list ``name`` (optionally trusting it, if it
+        is an allow-list, to suppress hits of its own block lists), or leaves it."""
+        organisation = fields.organisation(organisation)
+        info = self.get_list(name)
+        if organisation not in info.shared_with:
+            raise NotFound(f"list {name!r} is not offered to {organisation!r}")
+        if trust and (not accept or info.kind != "allow"):
+            raise InvalidField("trust", "only an accepted allow-list can be trusted")
+        old = {
+            "accepted": organisation in info.accepted_by,
+            "trusted": organisation in info.trusted_by,
+        }
+        new = {"accepted": accept, "trusted": trust}
+        with self.write_transaction() as conn:
+            org_id = self.ensure_organisation(organisation, conn)
+            conn.execute(
+                update(list_shares)
+                .where(list_shares.c.list_id == info.id, list_shares.c.organisation_id == org_id)
+                .values(
+                    accepted_at=utcnow() if accept else None,
+                    accepted_by=actor if accept else None,
+                    trusted=trust,
+                )
+            )
+            cursor = self.record_change(conn, "list", info.id, 0)
+            action = "share.accept" if accept else "share.leave"
+            self.audit(
+                conn,
+                actor,
+                action,
+                name,
+                {"cursor": cursor, "organisation": organisation},
+                details={"old": old, "new": new},
+            )
         return self.get_list(name)
 
     def get_list(self, name: str) -> ListInfo:
+        if not isinstance(name, str) or not fields.is_list_name(name):
+            raise NotFound(f"no list named {name[:128]!r}")
         for info in self.lists(names=[name]):
             return info
         raise NotFound(f"no list named {name!r}")
@@ -287,33 +466,43 @@ class Store:
         )
         if names is not None:
             query = query.where(lists.c.name.in_(names))
+        shares: dict[int, list[tuple[str, bool, bool]]] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-            shares: dict[int, list[str]] = {}
-            for list_id, org in conn.execute(
-                select(list_shares.c.list_id, organisations.c.name).join(
-                    organisations, organisations.c.id == list_shares.c.organisation_id
-                )
+            for list_id, org, accepted_at, trusted in conn.execute(
+                select(
+                    list_shares.c.list_id,
+                    organisations.c.name,
+                    list_shares.c.accepted_at,
+                    list_shares.c.trusted,
+                ).join(organisations, organisations.c.id == list_shares.c.organisation_id)
             ):
-                shares.setdefault(int(list_id), []).append(str(org))
-        return [
-            ListInfo(
-                id=int(r["id"]),
-                name=r["name"],
-                owner=r["owner"],
-                kind=r["kind"],
-                category=r["category"],
-                source=r["source"],
-                jurisdiction=r["jurisdiction"],
-                description=r["description"],
-                enabled=bool(r["enabled"]),
-                thresholds=dict(r["thresholds"]),
-                shared_with=tuple(sorted(shares.get(int(r["id"]), []))),
-                created_at=r["created_at"],
-                updated_at=r["updated_at"],
+                shares.setdefault(int(list_id), []).append(
+                    (str(org), accepted_at is not None, bool(trusted))
+                )
+        infos = []
+        for r in rows:
+            offered = sorted(shares.get(int(r["id"]), []))
+            infos.append(
+                ListInfo(
+                    id=int(r["id"]),
+                    name=r["name"],
+                    owner=r["owner"],
+                    kind=r["kind"],
+                    category=r["category"],
+                    source=r["source"],
+                    jurisdiction=r["jurisdiction"],
+                    description=r["description"],
+                    enabled=bool(r["enabled"]),
+                    thresholds=dict(r["thresholds"]),
+                    shared_with=tuple(org for org, _, _ in offered),
+                    accepted_by=tuple(org for org, accepted, _ in offered if accepted),
+                    trusted_by=tuple(org for org, accepted, t in offered if accepted and t),
+                    created_at=r["created_at"],
+                    updated_at=r["updated_at"],
+                )
             )
-            for r in rows
-        ]
+        return infos
 
     # --- entries ----------------------------------------------------------------------------
 
@@ -328,28 +517,40 @@ class Store:
         """Add every valid row in one transaction; bad rows are reported (line, reason).
 
         With ``strict`` any bad row rejects the whole import. Rows whose hash is already live
-        in the list are skipped and counted as duplicates.
+        in the list are skipped and counted as duplicates; rows whose hash was withdrawn from
+        the list are skipped and reported: a withdrawal sticks until revived explicitly.
         """
         info = self.get_list(list_name)
         report = ImportReport(list_name)
         valid = 0
         with self.write_transaction() as conn:
-            cursor = self._change(conn, "add", info.id, 0)
+            has_tombstones = self._has_tombstones(conn, info.id)
+            cursor = self.record_change(conn, "add", info.id, 0)
             now = utcnow()
-            batch: list[EntryTuple] = []
+            batch: list[HashRow] = []
 
             def flush() -> None:
+                nonlocal valid
+                withdrawn = self._tombstoned(conn, info.id, batch) if has_tombstones else set()
+                kept: list[EntryTuple] = []
+                for row in batch:
+                    if (row.hash.algorithm.value, row.hash.value) in withdrawn:
+                        report.skip_withdrawn(row)
+                        continue
+                    value = row.hash
+                    kept.append((value.algorithm.value, value.value, row.reference, row.labels))
+                valid += len(kept)
                 insert_entries(
-                    conn, batch, list_id=info.id, cursor=cursor, added_at=now, added_by=actor
+                    conn, kept, list_id=info.id, cursor=cursor, added_at=now, added_by=actor
                 )
                 batch.clear()
 
             for row in rows:
-                if isinstance(row, RowError):
-                    report.reject(row)
+                checked = _checked_row(row)
+                if isinstance(checked, RowError):
+                    report.reject(checked)
                     continue
-                valid += 1
-                batch.append((row.hash.algorithm.value, row.hash.value, row.reference, row.labels))
+                batch.append(checked)
                 if len(batch) >= IMPORT_BATCH:
                     flush()
             if strict and report.rejected:
@@ -372,65 +573,50 @@ class Store:
                 {
                     "added": report.added,
                     "duplicates": report.duplicates,
+                    "previously_withdrawn": report.previously_withdrawn,
                     "rejected": report.rejected,
                     "cursor": cursor,
                 },
             )
         return report
 
-    def withdraw(
-        self,
-        list_name: str,
-        *,
-        actor: str,
-        reason: str,
-        references: Sequence[str] = (),
-        hashes: Sequence[Hash] = (),
-    ) -> int:
-        """Withdraw live entries by reference and/or hash; returns how many were withdrawn."""
-        if not reason.strip():
-            raise StoreError("a withdrawal needs a reason")
-        info = self.get_list(list_name)
-        with self.write_transaction() as conn:
-            cursor = self._change(conn, "withdraw", info.id, 0)
-            now = utcnow()
-            values = {
-                "withdrawn_at": now,
-                "withdrawn_by": actor,
-                "withdrawal_reason": reason,
-                "withdrawn_change": cursor,
-            }
-            live = (entries.c.list_id == info.id) & entries.c.withdrawn_at.is_(None)
-            count = 0
-            for start in range(0, len(references), 500):
-                chunk = list(references[start : start + 500])
-                result = conn.execute(
-                    update(entries).where(live & entries.c.reference.in_(chunk)).values(**values)
-                )
-                count += result.rowcount
-            for algorithm in {h.algorithm for h in hashes}:
-                values_of = [h.value for h in hashes if h.algorithm is algorithm]
-                for start in range(0, len(values_of), 500):
-                    result = conn.execute(
-                        update(entries)
-                        .where(
-                            live
-                            & (entries.c.algorithm == algorithm.value)
-                            & entries.c.hash.in_(values_of[start : start + 500])
+    @staticmethod
+    def _has_tombstones(conn: Connection, list_id: int) -> bool:
+        found = conn.execute(
+            select(entries.c.id)
+            .where(entries.c.list_id == list_id, entries.c.withdrawn_at.is_not(None))
+            .limit(1)
+        ).first()
+        return found is not None
+
+    @staticmethod
+    def _tombstoned(
+        conn: Connection, list_id: int, rows: Sequence[HashRow]
+    ) -> set[tuple[str, bytes]]:
+        """``(algorithm, hash)`` of the rows withdrawn from the list and not live again."""
+        live = aliased_entries()
+        found: set[tuple[str, bytes]] = set()
+        for algorithm in {row.hash.algorithm for row in rows}:
+            values = list({row.hash.value for row in rows if row.hash.algorithm is algorithm})
+            for start in range(0, len(values), LOOKUP_CHUNK):
+                query = select(entries.c.hash).where(
+                    entries.c.list_id == list_id,
+                    entries.c.algorithm == algorithm.value,
+                    entries.c.hash.in_(values[start : start + LOOKUP_CHUNK]),
+                    entries.c.withdrawn_at.is_not(None),
+                    ~select(live.c.id)
+                    .where(
+                        and_(
+                            live.c.list_id == list_id,
+                            live.c.algorithm == algorithm.value,
+                            live.c.hash == entries.c.hash,
+                            live.c.withdrawn_at.is_(None),
                         )
-                        .values(**values)
                     )
-                    count += result.rowcount
-            conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=count))
-            self.audit(
-                conn,
-                actor,
-                "entries.withdraw",
-                list_name,
-                {"withdrawn": count, "cursor": cursor},
-                reason,
-            )
-        return count
+                    .exists(),
+                )
+                found.update((algorithm.value, bytes(v)) for (v,) in conn.execute(query))
+        return found
 
     def entries(
         self,
@@ -513,14 +699,14 @@ class Store:
     def audit_log(self, list_name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = select(audit).order_by(audit.c.id.desc()).limit(limit)
         if list_name is not None:
-            query = query.where(audit.c.target == list_name)
+            query = query.where(audit.c.target == fields.list_name(list_name, "list"))
         with self.engine.connect() as conn:
             return [
                 {**dict(r), "at": r["at"].isoformat() if r["at"] else None}
                 for r in conn.execute(query).mappings()
             ]
 
-    def _change(self, conn: Connection, kind: str, list_id: int, count: int) -> int:
+    def record_change(self, conn: Connection, kind: str, list_id: int, count: int = 0) -> int:
         result = conn.execute(
             insert(changes).values(kind=kind, list_id=list_id, count=count, at=utcnow())
         )
@@ -536,15 +722,15 @@ class Store:
         reason: str | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        recorded = {**counts, **({"fields": sorted(details)} if details else {})}
         conn.execute(
             insert(audit).values(
                 at=utcnow(),
-                actor=actor,
+                actor=fields.text(actor, "actor", fields.MAX_ACTOR_CHARS),
                 action=action,
                 target=target,
-                counts=recorded,
+                counts=counts,
                 reason=reason,
+                details=details,
             )
         )
 
@@ -597,26 +783,35 @@ def _entry(r: Any) -> EntryRow:
     )
 
 
-def _check_list_fields(name: str, kind: str, category: str) -> None:
-    if (
-        not name
-        or len(name) > 128
-        or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
-        raise InvalidList("list name must be 1-128 letters, digits, '-', '_' or '.'")
-    if kind not in LIST_KINDS:
-        raise InvalidList(f"kind must be one of {', '.join(LIST_KINDS)}, got {kind!r}")
-    if not category or len(category) > 32:
-        raise InvalidList("category must be 1-32 characters (e.g. csam, ncii, other)")
+def aliased_entries() -> Any:
+    return entries.alias("live")
 
 
-def _check_thresholds(thresholds: dict[str, int]) -> None:
-    for algorithm, value in thresholds.items():
-        if algorithm not in DEFAULT_THRESHOLDS:
-            raise InvalidList(f"no threshold for {algorithm!r}: only pdq and phash have distances")
-        bits = Algorithm(algorithm).bits
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= bits // 2:
-            raise InvalidList(f"{algorithm} threshold must be an integer from 0 to {bits // 2}")
+def _description(value: object) -> str:
+    return fields.text(value, "description", fields.MAX_DESCRIPTION_CHARS, multiline=True).strip()
+
+
+def _offers(organisations_: object, owner: str) -> tuple[str, ...]:
+    if isinstance(organisations_, str) or not isinstance(organisations_, Sequence):
+        raise InvalidField("shared_with", "must be a list of organisation names")
+    offers = fields.organisations(organisations_, "shared_with")
+    if owner in offers:
+        raise InvalidField("shared_with", f"{owner!r} owns the list; it cannot be offered it")
+    return offers
+
+
+def _checked_row(row: HashRow | RowError) -> HashRow | RowError:
+    """The store's own check of a row's text, whatever read it: the same rule for every path."""
+    if isinstance(row, RowError):
+        return row
+    try:
+        reference = fields.reference(row.reference)
+        labels = fields.labels(row.labels)
+    except InvalidField as exc:
+        return RowError(row.line, exc.message)
+    if reference == row.reference and labels == row.labels:
+        return row
+    return HashRow(row.line, row.hash, reference, labels)
 
 
 class ChangeListener:

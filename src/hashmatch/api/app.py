@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hashmatch import __version__
-from hashmatch.api import lists, matching
-from hashmatch.api.auth import KeyCache
-from hashmatch.api.errors import error_body, install_error_handlers
+from hashmatch.api import lists, matching, shares
+from hashmatch.api.auth import KeyCache, KeyGate
+from hashmatch.api.bodylimit import BodyLimit, RouteTable
+from hashmatch.api.errors import RETRY_AFTER_UNAVAILABLE, error_body, install_error_handlers
 from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
 from hashmatch.matcher import Matcher
+from hashmatch.probes import ProbeGuard, ProbeRules
 from hashmatch.store import Store, database_url
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings, *, load_in_background: bool = True, migrate: bool = True
+) -> FastAPI:
+    """The service. ``migrate=False`` when the caller has migrated the database already
+    (``hashmatch serve --workers N`` does, once, before it starts the workers)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = Store.open(database_url(settings.data_dir, settings.database_url))
-        matcher = Matcher(store, settings.data_dir / "snapshots")
+        store = Store.open(
+            database_url(settings.data_dir, settings.database_url),
+            migrate=migrate,
+            bounds=settings.threshold_bounds,
+        )
+        matcher = Matcher(store, settings.data_dir / "snapshots", settings.threshold_bounds)
         app.state.store = store
         app.state.keys = KeyCache(store)
         app.state.matcher = matcher
@@ -63,22 +76,41 @@ def create_app(settings: Settings, *, load_in_background: bool = True) -> FastAP
     app.state.settings = settings
     app.state.ready = False
     app.state.rate_limits = TokenBuckets(settings.rate_limit, settings.rate_burst)
+    app.state.probes = ProbeGuard(ProbeRules(workers=settings.workers))
+    app.state.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)
     install_error_handlers(app)
     metrics = Metrics()
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(matching.router)
-    app.include_router(lists.router)
+    routers = (matching.router, lists.router, shares.router)
+    for router in routers:
+        app.include_router(router)
+    routes = RouteTable(route for router in routers for route in router.routes)
+    # Outermost last: metrics see every request, refused ones too; the key is checked before
+    # the body cap, and both before anything reads the body.
+    app.add_middleware(BodyLimit, routes=routes)
+    app.add_middleware(KeyGate)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"], summary="Readiness: indexes loaded and following")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Readiness: indexes loaded and following a reachable database",
+    )
     async def readyz(request: Request) -> Any:
-        if not getattr(request.app.state, "ready", False):
+        matcher: Matcher | None = getattr(request.app.state, "matcher", None)
+        if matcher is None or not getattr(request.app.state, "ready", False):
             return JSONResponse(error_body("not_ready", "the index is still loading"), 503)
-        matcher: Matcher = request.app.state.matcher
+        problem = matcher.follower_problem()
+        if problem is not None:
+            return JSONResponse(
+                error_body("database_unavailable", problem),
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+            )
         return {"status": "ready", "cursor": matcher.cursor}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

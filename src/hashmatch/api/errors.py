@@ -29,6 +29,7 @@ from hashmatch.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    StoreUnavailable,
     TooManyPixels,
     Unauthorized,
     UnsupportedContentType,
@@ -45,6 +46,7 @@ HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (PayloadTooLarge, 413),
     (UnsupportedContentType, 415),
     (NotReady, 503),
+    (StoreUnavailable, 503),
     (InvalidList, 422),
     (ImportRejected, 422),
     (BadRequest, 400),
@@ -60,6 +62,9 @@ HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
 
 log = logging.getLogger(__name__)
 
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_UNAVAILABLE: Final = 5
+
 
 def status_for(error: HashmatchError) -> int:
     for error_type, status in HTTP_STATUS:
@@ -72,16 +77,23 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HashmatchError)
+def error_response(exc: HashmatchError) -> JSONResponse:
+    """The response of a domain error: its status, envelope and retry headers."""
     headers = None
     if isinstance(exc, Unauthorized):
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, RateLimited):
         headers = {"Retry-After": retry_after_header(exc)}
+    elif isinstance(exc, NotReady | StoreUnavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
     )
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HashmatchError)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -95,12 +107,15 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+        exc.status_code, "http_error"
+    )
     return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
+    # The traceback, never the request: bodies and parameters may hold hashes and reasons.
+    log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
     return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
 

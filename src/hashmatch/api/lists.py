@@ -1,28 +1,35 @@
-"""List management routes: the store's operations over HTTP, scoped to the caller."""
+"""List management routes: the store's operations over HTTP, scoped to the caller.
+
+A key acts for its own organisation only, whatever its roles: it sees the lists its
+organisation owns and those offered to it, and changes only its own. Instance-wide work is the
+operator's, from the CLI.
+"""
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch.api.auth import caller, require
+from hashmatch.api.bodylimit import body_limit
 from hashmatch.api.models import EntriesIn, ListIn, ListPatch, WithdrawIn, parse_hashes
-from hashmatch.api.uploads import read_body
-from hashmatch.errors import Forbidden, HashFormatError, NotFound
-from hashmatch.formats_in import HashRow, RowError, read_hash_set
-from hashmatch.hashing import Hash, parse_algorithm
+from hashmatch.api.uploads import file_stream, media_type, read_body
+from hashmatch.errors import Forbidden, NotFound
+from hashmatch.formats_in import HashRow, RowError, entry_row, read_hash_set
 from hashmatch.keys import KeyInfo, Role
+from hashmatch.policy import can_match, can_see
 from hashmatch.store import ListInfo, Store
+from hashmatch.withdrawals import revive, withdraw
 
 router = APIRouter(prefix="/v1", tags=["lists"])
 #: Ids and cursors are 64-bit signed integers in both databases; a larger one names nothing.
 MAX_ID: Final = 2**63 - 1
-#: Caps on what one upload may hold in memory: ~100,000 JSON entries, ~2.5M CSV rows.
-MAX_JSON_BYTES = 64 * 1024 * 1024
-MAX_FILE_BYTES = 256 * 1024 * 1024
+#: Caps on uploads: JSON is parsed whole (~100,000 entries), a hash-set file is streamed.
+MAX_JSON_BYTES: Final = 16 * 1024 * 1024
+MAX_FILE_BYTES: Final = 256 * 1024 * 1024
+MAX_WITHDRAWAL_BYTES: Final = 16 * 1024 * 1024
 Caller = Annotated[KeyInfo, Depends(caller)]
 Contributor = Annotated[KeyInfo, Depends(require(Role.CONTRIBUTE))]
 
@@ -32,27 +39,28 @@ def _store(request: Request) -> Store:
     return store
 
 
-def _visible(info: ListInfo, key: KeyInfo) -> bool:
-    return key.can_see(info.owner, info.shared_with)
+def _visible(store: Store, name: str, key: KeyInfo) -> ListInfo:
+    info = store.get_list(name)
+    if not can_see(info, key.organisation):
+        raise NotFound(f"no list named {name!r}")  # never confirm another's list exists
+    return info
 
 
 def _owned(store: Store, name: str, key: KeyInfo) -> ListInfo:
-    """A list the caller may change: its own organisation's (admins: any)."""
-    info = store.get_list(name)
-    if not _visible(info, key):
-        raise NotFound(f"no list named {name!r}")  # never confirm another's list exists
-    if Role.ADMIN not in key.roles and info.owner != key.organisation:
+    """A list the caller may change: its own organisation's."""
+    info = _visible(store, name, key)
+    if info.owner != key.organisation:
         raise Forbidden(f"list {name!r} belongs to another organisation")
     return info
 
 
-def _actor(key: KeyInfo) -> str:
-    return f"key:{key.id}:{key.organisation}"
-
-
-@router.get("/lists", summary="Lists this key can see")
+@router.get("/lists", summary="Lists this key's organisation owns or is offered")
 def get_lists(request: Request, key: Caller) -> list[dict[str, Any]]:
-    return [info.as_dict() for info in _store(request).lists() if _visible(info, key)]
+    return [
+        info.as_dict(key.organisation)
+        for info in _store(request).lists()
+        if can_see(info, key.organisation)
+    ]
 
 
 @router.post("/lists", status_code=201, summary="Create a list owned by the key's organisation")
@@ -61,7 +69,7 @@ def create_list(body: ListIn, request: Request, key: Contributor) -> dict[str, A
         body.name,
         owner=key.organisation,
         category=body.category,
-        actor=_actor(key),
+        actor=key.actor,
         kind=body.kind,
         source=body.source,
         jurisdiction=body.jurisdiction,
@@ -69,59 +77,96 @@ def create_list(body: ListIn, request: Request, key: Contributor) -> dict[str, A
         thresholds=body.thresholds,
         shared_with=body.shared_with,
     )
-    return info.as_dict()
+    return info.as_dict(key.organisation)
 
 
 @router.get("/lists/{name}", summary="One list")
 def get_list(name: str, request: Request, key: Caller) -> dict[str, Any]:
-    info = _store(request).get_list(name)
-    if not _visible(info, key):
-        raise NotFound(f"no list named {name!r}")
-    return info.as_dict()
+    return _visible(_store(request), name, key).as_dict(key.organisation)
 
 
-@router.patch("/lists/{name}", summary="Enable, disable, share or re-describe a list")
+@router.patch("/lists/{name}", summary="Enable, disable, offer or re-describe a list")
 def patch_list(name: str, body: ListPatch, request: Request, key: Contributor) -> dict[str, Any]:
     store = _store(request)
     _owned(store, name, key)
     changes = body.model_dump(exclude_unset=True)
-    return store.update_list(name, actor=_actor(key), **changes).as_dict()
+    return store.update_list(name, actor=key.actor, **changes).as_dict(key.organisation)
 
 
-@router.post("/lists/{name}/entries", summary="Add entries (JSON, or a hash-set file as body)")
+@router.post(
+    "/lists/{name}/entries",
+    summary="Add entries (JSON, or a hash-set file as the body or multipart field 'file')",
+    openapi_extra=body_limit(MAX_FILE_BYTES),
+)
 async def add_entries(name: str, request: Request, key: Contributor) -> dict[str, Any]:
     store = _store(request)
     await run_in_threadpool(_owned, store, name, key)
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        body = EntriesIn.model_validate_json(await read_body(request, MAX_JSON_BYTES))
-        rows: list[HashRow | RowError] = []
-        for position, entry in enumerate(body.entries, 1):
-            try:
-                value = Hash.from_hex(parse_algorithm(entry.algorithm), entry.hash)
-                rows.append(HashRow(position, value, entry.reference, tuple(entry.labels)))
-            except HashFormatError as exc:
-                rows.append(RowError(position, f"entries[{position - 1}]: {exc.message}"))
-        strict = body.strict
-    else:
-        data = await read_body(request, MAX_FILE_BYTES)
-        rows = list(read_hash_set(io.BytesIO(data)))
-        strict = request.query_params.get("strict", "false").lower() in ("1", "true", "yes")
-    report = await run_in_threadpool(
-        store.import_rows, name, rows, actor=_actor(key), strict=strict
+    kind, _ = media_type(request)
+    if kind == "application/json":
+        raw = await read_body(request, MAX_JSON_BYTES)
+        body = await run_in_threadpool(EntriesIn.model_validate_json, raw)
+        rows: list[HashRow | RowError] = [
+            entry_row(position, entry.algorithm, entry.hash, entry.reference, entry.labels)
+            for position, entry in enumerate(body.entries, 1)
+        ]
+        report = await run_in_threadpool(
+            store.import_rows, name, rows, actor=key.actor, strict=body.strict
+        )
+        return report.as_dict()
+    strict = request.query_params.get("strict", "false").lower() in ("1", "true", "yes")
+    stream = file_stream(request, MAX_FILE_BYTES)
+
+    def import_file() -> dict[str, Any]:
+        # Rows are parsed while the body arrives, in this worker thread: nothing is held
+        # beyond a chunk and an import batch.
+        report = store.import_rows(name, read_hash_set(stream), actor=key.actor, strict=strict)
+        return report.as_dict()
+
+    return await run_in_threadpool(import_file)
+
+
+@router.post(
+    "/lists/{name}/withdrawals",
+    summary="Withdraw entries by reference or hash",
+    openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
+)
+def withdraw_entries(
+    name: str, body: WithdrawIn, request: Request, key: Contributor
+) -> dict[str, Any]:
+    """What happened to each name: withdrawn, already withdrawn, or matching nothing (404
+    when nothing at all matched; then nothing changed)."""
+    store = _store(request)
+    _owned(store, name, key)
+    report = withdraw(
+        store,
+        name,
+        actor=key.actor,
+        reason=body.reason,
+        references=body.references,
+        hashes=parse_hashes(body.hashes),
     )
     return report.as_dict()
 
 
-@router.post("/lists/{name}/withdrawals", summary="Withdraw entries by reference or hash")
-def withdraw(name: str, body: WithdrawIn, request: Request, key: Contributor) -> dict[str, Any]:
+@router.post(
+    "/lists/{name}/revivals",
+    summary="Bring withdrawn entries back, with a reason (audited)",
+    openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
+)
+def revive_entries(
+    name: str, body: WithdrawIn, request: Request, key: Contributor
+) -> dict[str, Any]:
     store = _store(request)
     _owned(store, name, key)
-    hashes = parse_hashes(body.hashes)
-    count = store.withdraw(
-        name, actor=_actor(key), reason=body.reason, references=body.references, hashes=hashes
+    report = revive(
+        store,
+        name,
+        actor=key.actor,
+        reason=body.reason,
+        references=body.references,
+        hashes=parse_hashes(body.hashes),
     )
-    return {"list": name, "withdrawn": count}
+    return report.as_dict()
 
 
 @router.get("/lists/{name}/entries", summary="Entries of a list, page by page")
@@ -155,7 +200,7 @@ def list_entries(
     }
 
 
-@router.get("/changes", summary="The change log after a cursor (for mirrors and replicas)")
+@router.get("/changes", summary="The change log after a cursor, for the lists this key matches")
 def changes(
     request: Request,
     key: Caller,
@@ -163,19 +208,19 @@ def changes(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     store = _store(request)
-    visible = {info.id: info.name for info in store.lists() if _visible(info, key)}
+    matched = {info.id: info.name for info in store.lists() if can_match(info, key.organisation)}
     page = store.changes_after(cursor, limit=limit)
     return {
         "changes": [
             {
                 "cursor": c.cursor,
                 "kind": c.kind,
-                "list": visible[c.list_id],
+                "list": matched[c.list_id],
                 "count": c.count,
                 "at": c.at.isoformat(),
             }
             for c in page
-            if c.list_id in visible
+            if c.list_id in matched
         ],
         "next_cursor": page[-1].cursor if page else cursor,
     }

@@ -1,42 +1,56 @@
-"""Matching routes: an image or a batch of hashes in, what it matches out."""
+"""Matching routes: an image or a batch of hashes in, a verdict out.
+
+The routes only translate HTTP: the lists a key may match, the search, the probe check and the
+verdict are :mod:`hashmatch.lookup`'s, the same as ``hashmatch match``'s.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
+import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch.api.auth import require
+from hashmatch.api.bodylimit import body_limit
 from hashmatch.api.models import (
     HashImageOut,
     ImageHashOut,
     MatchHashesIn,
     MatchHashesOut,
     MatchImageOut,
-    MatchOut,
     parse_hashes,
 )
 from hashmatch.api.uploads import read_image
-from hashmatch.errors import NotReady
+from hashmatch.errors import KeySuspended, NotReady, StoreUnavailable
 from hashmatch.hashing import Algorithm, Hash, Variant, query_hashes
-from hashmatch.keys import KeyInfo, Role
-from hashmatch.matcher import Match, Matcher
+from hashmatch.keys import KeyInfo, Role, suspend_key
+from hashmatch.lookup import Item, lookup, matchable_lists
+from hashmatch.matcher import Matcher
 from hashmatch.media import MediaLimits
+from hashmatch.probes import ProbeDetected
+from hashmatch.verdict import Verdict, hit_dict, verdict_dict
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["matching"])
 Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
+ListsQuery = Annotated[
+    list[str] | None,
+    Query(description="only these lists (repeat the parameter, or separate names by commas)"),
+]
 
-
-def visible_lists(request: Request, key: KeyInfo, wanted: list[str] | None) -> list[str]:
-    """Names of the enabled lists this key may match against, narrowed to ``wanted``."""
-    matcher = _matcher(request)
-    names = [info.name for info in matcher.lists() if key.can_see(info.owner, info.shared_with)]
-    if wanted is not None:
-        names = [name for name in names if name in set(wanted)]
-    return names
+#: Batches up to this size are matched on the event loop: a thread hop would cost more than
+#: the lookups themselves. Larger ones go to the thread pool, off the loop.
+INLINE_BATCH: Final = 16
+#: 10,000 hashes with their groups, as JSON.
+MAX_HASHES_BODY: Final = 4 * 1024 * 1024
+#: Image routes read their bodies under the configured upload cap themselves
+#: (``HASHMATCH_MAX_UPLOAD_BYTES``); this only lifts the default cap for small bodies.
+IMAGE_ROUTE_BODY: Final = 1 << 40
 
 
 def _matcher(request: Request) -> Matcher:
@@ -46,48 +60,105 @@ def _matcher(request: Request) -> Matcher:
     return matcher
 
 
-def _out(match: Match, variant: str | None = None, suppressed: bool = False) -> MatchOut:
-    return MatchOut(**match.as_dict(), variant=variant, suppressed=suppressed)
+def _wanted(lists: list[str] | None) -> list[str] | None:
+    if lists is None:
+        return None
+    return [name.strip() for value in lists for name in value.split(",") if name.strip()]
 
 
-#: Batches up to this size are matched on the event loop: a thread hop would cost more than
-#: the lookups themselves. Larger ones go to the thread pool, off the loop.
-INLINE_BATCH: Final = 16
+async def _judge(
+    request: Request,
+    key: KeyInfo,
+    items: list[Item],
+    wanted: list[str] | None,
+    max_distance: int | None,
+) -> list[Verdict]:
+    matcher = _matcher(request)
+    names = matchable_lists(matcher, key.organisation, wanted)
+    arguments: dict[str, Any] = {
+        "organisation": key.organisation,
+        "lists": names,
+        "max_distance": max_distance,
+        "guard": request.app.state.probes,
+    }
+    try:
+        if sum(len(item) for item in items) <= INLINE_BATCH:
+            return lookup(matcher, items, **arguments)
+        return await run_in_threadpool(lambda: lookup(matcher, items, **arguments))
+    except ProbeDetected as probe:
+        await run_in_threadpool(_suspend, request, key, probe)
+        raise KeySuspended(
+            "this key is suspended: its queries probed another organisation's list "
+            f"{probe.list_name!r}; the operator can reinstate it"
+        ) from None
 
 
-def _match_dict(match: Match) -> dict[str, object]:
-    return {**match.as_dict(), "variant": None, "suppressed": False}
+def _suspend(request: Request, key: KeyInfo, probe: ProbeDetected) -> None:
+    request.app.state.keys.suspend(key.id)  # this replica stops the key at once
+    log.warning("suspending key %d of %r: %s", key.id, key.organisation, probe)
+    try:
+        suspend_key(
+            request.app.state.store,
+            key.id,
+            actor="probe-guard",
+            reason=str(probe),
+            probed_list=probe.list_name,
+        )
+    except StoreUnavailable:
+        log.error("could not record the suspension of key %d: database unavailable", key.id)
 
 
-def _hash_results(
-    matcher: Matcher, hashes: list[Hash], lists: list[str], max_distance: int | None
-) -> bytes:
-    found = matcher.match(hashes, lists=lists, max_distance=max_distance)
-    results = [
-        {
-            "algorithm": h.algorithm.value,
-            "value": h.hex,
-            "match": bool(m),
-            "matches": [_match_dict(x) for x in m],
-        }
-        for h, m in zip(hashes, found, strict=True)
-    ]
-    body = {"match": any(found), "results": results, "request_id": uuid.uuid4().hex}
-    return orjson.dumps(body)
-
-
-@router.post("/match/hashes", response_model=MatchHashesOut, summary="Match up to 10,000 hashes")
+@router.post(
+    "/match/hashes",
+    response_model=MatchHashesOut,
+    summary="Match up to 10,000 hashes",
+    openapi_extra=body_limit(MAX_HASHES_BODY),
+)
 async def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> Response:
-    """Each hash's matches in the visible lists. The body is ``MatchHashesOut``, written
+    """Each hash's verdict. Hashes with the same ``group`` are judged as one item (one
+    image's PDQ and MD5, say); the others each alone. The body is ``MatchHashesOut``, written
     directly: a batch of 10,000 results is not worth validating again on the way out."""
     hashes = parse_hashes(body.hashes)
-    lists = visible_lists(request, key, body.lists)
-    matcher = _matcher(request)
-    if len(hashes) <= INLINE_BATCH:
-        content = _hash_results(matcher, hashes, lists, body.max_distance)
-    else:
-        content = await run_in_threadpool(_hash_results, matcher, hashes, lists, body.max_distance)
-    return Response(content, media_type="application/json")
+    members: list[list[tuple[Hash, str | None]]] = []
+    slots: list[tuple[int, int]] = []  # (item, position in it) of each hash
+    grouped: dict[str, int] = {}
+    for value, given in zip(hashes, body.hashes, strict=True):
+        index = (
+            len(members) if given.group is None else grouped.setdefault(given.group, len(members))
+        )
+        if index == len(members):
+            members.append([])
+        slots.append((index, len(members[index])))
+        members[index].append((value, None))
+    items: list[Item] = list(members)
+    verdicts = await _judge(request, key, items, body.lists, body.max_distance)
+    results = []
+    for value, given, (index, position) in zip(hashes, body.hashes, slots, strict=True):
+        verdict = verdicts[index]
+        results.append(
+            {
+                "algorithm": value.algorithm.value,
+                "value": value.hex,
+                "group": given.group,
+                "match": verdict.match,
+                "matches": [
+                    hit_dict(hit, key.organisation)
+                    for hit in verdict.blocks
+                    if hit.query == position
+                ],
+                "allowed": [
+                    hit_dict(hit, key.organisation)
+                    for hit in verdict.allows
+                    if hit.query == position
+                ],
+            }
+        )
+    content = {
+        "match": any(v.match for v in verdicts),
+        "results": results,
+        "request_id": uuid.uuid4().hex,
+    }
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _image_hashes(
@@ -106,40 +177,49 @@ def _image_hashes(
     return shown, queries
 
 
-@router.post("/hash", response_model=HashImageOut, summary="Hash an image (nothing is stored)")
-async def hash_image(request: Request, _: Matching) -> HashImageOut:
-    data = await read_image(request, request.app.state.settings.max_upload_bytes)
-    shown, _queries = await run_in_threadpool(
-        _image_hashes, data, request.app.state.settings.media_limits
+async def _hash_upload(
+    request: Request,
+) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
+    settings = request.app.state.settings
+    data = await read_image(request, settings.max_upload_bytes)
+    # Decoding is memory-bound as much as CPU-bound: at most one decode per core at a time.
+    return await anyio.to_thread.run_sync(
+        _image_hashes, data, settings.media_limits, limiter=request.app.state.decoders
     )
+
+
+@router.post(
+    "/hash",
+    response_model=HashImageOut,
+    summary="Hash an image (nothing is stored)",
+    openapi_extra=body_limit(IMAGE_ROUTE_BODY),
+)
+async def hash_image(request: Request, _: Matching) -> HashImageOut:
+    shown, _queries = await _hash_upload(request)
     return HashImageOut(hashes=shown, request_id=uuid.uuid4().hex)
 
 
-@router.post("/match", response_model=MatchImageOut, summary="Match an image")
+@router.post(
+    "/match",
+    response_model=MatchImageOut,
+    summary="Match an image",
+    openapi_extra=body_limit(IMAGE_ROUTE_BODY),
+)
 async def match_image(
     request: Request,
     key: Matching,
-    lists: str | None = None,
-    max_distance: int | None = None,
-) -> MatchImageOut:
+    lists: ListsQuery = None,
+    max_distance: Annotated[int | None, Query(ge=0, le=128)] = None,
+) -> Response:
     """An image as multipart field ``file`` or as the raw body. Flipped and rotated copies
-    match too (the 8 dihedral PDQ variants); each match says which variant found it. A hit in
-    a visible allow-list suppresses the block hits of the same image."""
-    data = await read_image(request, request.app.state.settings.max_upload_bytes)
-    shown, queries = await run_in_threadpool(
-        _image_hashes, data, request.app.state.settings.media_limits
-    )
-    names = visible_lists(request, key, lists.split(",") if lists else None)
-    found = _matcher(request).closest_matches(queries, lists=names, max_distance=max_distance)
-    best = [_out(match, variant) for match, variant in found]
-    allowed = [m for m in best if m.kind == "allow"]
-    blocked = [m for m in best if m.kind != "allow"]
-    if allowed:
-        blocked = [m.model_copy(update={"suppressed": True}) for m in blocked]
-    return MatchImageOut(
-        match=bool(blocked) and not allowed,
-        hashes=shown,
-        matches=blocked,
-        allowed=allowed,
-        request_id=uuid.uuid4().hex,
-    )
+    match too (the 8 dihedral PDQ variants), and so does the picture inside a frame; each
+    match says which variant found it. An allow-list hit suppresses the block hits its owner
+    (or an owner that trusts it) listed; suppressed hits stay in ``matches``, marked."""
+    shown, queries = await _hash_upload(request)
+    (verdict,) = await _judge(request, key, [queries], _wanted(lists), max_distance)
+    content = {
+        **verdict_dict(verdict, key.organisation),
+        "hashes": {name: value.model_dump() for name, value in shown.items()},
+        "request_id": uuid.uuid4().hex,
+    }
+    return Response(orjson.dumps(content), media_type="application/json")

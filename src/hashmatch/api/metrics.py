@@ -15,6 +15,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hashmatch.api.bodylimit import RouteTable
 from hashmatch.hashing import Algorithm
 
 
@@ -58,9 +59,10 @@ class MetricsMiddleware:
     """Pure ASGI (``BaseHTTPMiddleware`` costs a task and a stream per request): observes each
     HTTP request's latency and status under its route template."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTable) -> None:
         self._app = app
         self._metrics = metrics
+        self._routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +81,9 @@ class MetricsMiddleware:
             await self._app(scope, receive, send_status)
         finally:
             # The route template, never the path: paths may carry client-chosen names.
-            name = getattr(scope.get("route"), "path", "unmatched")
+            # A request refused before routing (by the key gate, say) still has its template.
+            route = scope.get("route") or self._routes.find(scope)
+            name = getattr(route, "path", "unmatched")
             method = scope["method"]
             self._metrics.latency.labels(name, method).observe(time.perf_counter() - start)
             self._metrics.requests.labels(name, method, str(status)).inc()

@@ -1,35 +1,62 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API.
+
+Lengths here are the store's own (:mod:`hashmatch.fields`), so a request is refused with the
+field named before it is parsed further; the store checks the same rules again for every other
+path (files, the CLI).
+"""
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from hashmatch import fields
 from hashmatch.errors import HashFormatError
 from hashmatch.hashing import Hash, parse_algorithm
+from hashmatch.lookup import MAX_LIST_FILTER
+
+_HEX_CHARS = 128  # the longest hash in hex (SHA-256 and PDQ: 64; headroom for a clear error)
 
 
 class HashIn(BaseModel):
-    algorithm: str = Field(examples=["pdq"])
-    value: str = Field(description="lowercase or uppercase hex", examples=["f8f8f0cce0f4a84f" * 4])
+    algorithm: str = Field(max_length=16, examples=["pdq"])
+    value: str = Field(
+        max_length=_HEX_CHARS,
+        description="lowercase or uppercase hex",
+        examples=["f8f8f0cce0f4a84f" * 4],
+    )
 
 
-def parse_hashes(items: builtins.list[HashIn]) -> builtins.list[Hash]:
+class GroupedHashIn(HashIn):
+    group: str | None = Field(
+        default=None,
+        max_length=fields.MAX_GROUP_CHARS,
+        description="hashes with the same group are judged as one item (e.g. one image's PDQ "
+        "and MD5): an allow-list hit on one may suppress block hits on the others",
+    )
+
+
+def parse_hashes(items: Sequence[HashIn], field: str = "hashes") -> builtins.list[Hash]:
     """Validated hashes, an error naming the first bad one's position."""
     hashes = []
     for position, item in enumerate(items):
         try:
             hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
         except HashFormatError as exc:
-            raise HashFormatError(f"hashes[{position}]: {exc.message}") from None
+            raise HashFormatError(f"{field}[{position}]: {exc.message}") from None
     return hashes
 
 
 class MatchHashesIn(BaseModel):
-    hashes: list[HashIn] = Field(min_length=1, max_length=10_000)
-    lists: list[str] | None = Field(default=None, description="only these visible lists")
+    hashes: list[GroupedHashIn] = Field(min_length=1, max_length=10_000)
+    lists: list[str] | None = Field(
+        default=None,
+        max_length=MAX_LIST_FILTER,
+        description="only these lists (each must be one the key may match)",
+    )
     max_distance: int | None = Field(default=None, ge=0, le=128, description="only tightens")
 
 
@@ -41,16 +68,24 @@ class MatchOut(BaseModel):
     reference: str | None
     labels: builtins.list[str]
     algorithm: str
-    distance: int
+    distance: int | None = Field(
+        description="exact Hamming distance, for lists the caller owns; null for others"
+    )
+    band: Literal["exact", "near"] = Field(
+        description="exact: distance 0; near: within the list's threshold"
+    )
     variant: str | None = None
     suppressed: bool = False
+    suppressed_by: str | None = Field(default=None, description="the allow-list that did")
 
 
 class HashResultOut(BaseModel):
     algorithm: str
     value: str
-    match: bool
+    group: str | None = None
+    match: bool = Field(description="the verdict on this hash's item (its group, or itself)")
     matches: list[MatchOut]
+    allowed: list[MatchOut] = Field(default_factory=list, description="allow-list hits")
 
 
 class MatchHashesOut(BaseModel):
@@ -80,31 +115,35 @@ class HashImageOut(BaseModel):
 
 
 class ListIn(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
-    category: str = Field(min_length=1, max_length=32)
+    name: str = Field(min_length=1, max_length=fields.MAX_LIST_NAME_CHARS)
+    category: str = Field(min_length=1, max_length=fields.MAX_CATEGORY_CHARS)
     kind: Literal["block", "allow"] = "block"
-    source: str = ""
-    jurisdiction: str = ""
-    description: str = ""
-    thresholds: dict[str, int] | None = None
-    shared_with: list[str] = Field(default_factory=list)
+    source: str = Field(default="", max_length=fields.MAX_SOURCE_CHARS)
+    jurisdiction: str = Field(default="", max_length=fields.MAX_JURISDICTION_CHARS)
+    description: str = Field(default="", max_length=fields.MAX_DESCRIPTION_CHARS)
+    thresholds: dict[str, int] | None = Field(default=None, max_length=8)
+    shared_with: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="organisations offered the list; each must accept before it is matched",
+    )
 
 
 class ListPatch(BaseModel):
     enabled: bool | None = None
-    description: str | None = None
-    source: str | None = None
-    jurisdiction: str | None = None
-    category: str | None = None
-    thresholds: dict[str, int] | None = None
-    shared_with: list[str] | None = None
+    description: str | None = Field(default=None, max_length=fields.MAX_DESCRIPTION_CHARS)
+    source: str | None = Field(default=None, max_length=fields.MAX_SOURCE_CHARS)
+    jurisdiction: str | None = Field(default=None, max_length=fields.MAX_JURISDICTION_CHARS)
+    category: str | None = Field(default=None, max_length=fields.MAX_CATEGORY_CHARS)
+    thresholds: dict[str, int] | None = Field(default=None, max_length=8)
+    shared_with: list[str] | None = Field(default=None, max_length=1000)
 
 
 class EntryIn(BaseModel):
-    algorithm: str
-    hash: str
-    reference: str | None = Field(default=None, max_length=256)
-    labels: list[str] = Field(default_factory=list, max_length=32)
+    algorithm: str = Field(max_length=16)
+    hash: str = Field(max_length=_HEX_CHARS)
+    reference: str | None = Field(default=None, max_length=fields.MAX_REFERENCE_CHARS)
+    labels: list[str] = Field(default_factory=list, max_length=fields.MAX_LABELS)
 
 
 class EntriesIn(BaseModel):
@@ -113,6 +152,22 @@ class EntriesIn(BaseModel):
 
 
 class WithdrawIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: str = Field(min_length=1, max_length=fields.MAX_REASON_CHARS)
     references: list[str] = Field(default_factory=list, max_length=100_000)
     hashes: list[HashIn] = Field(default_factory=list, max_length=100_000)
+
+
+class AcceptIn(BaseModel):
+    trust: bool = Field(
+        default=False,
+        description="an allow-list only: let its hits suppress hits of your own block lists",
+    )
+
+
+class ShareOut(BaseModel):
+    list: str
+    owner: str
+    kind: str
+    category: str
+    state: Literal["offered", "accepted"]
+    trusted: bool

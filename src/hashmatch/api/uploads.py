@@ -1,18 +1,28 @@
-"""Reading an uploaded image into memory, capped, never onto disk.
+"""Request bodies read under a byte cap, in memory or as a stream, never onto disk.
 
 Starlette's form parser spools files over 1 MB to a temporary file: submitted media must never
-be written anywhere, so bodies are read here, chunk by chunk up to the byte cap, and multipart
-bodies are split with python-multipart's callback parser into memory.
+be written anywhere, so bodies are read here, chunk by chunk, and multipart bodies are split
+with python-multipart's callback parser. Images are small enough to hold (the upload cap); a
+hash-set file may be hundreds of megabytes, so it is handed to the importer as a stream that a
+worker thread reads while the event loop receives it: memory stays at a chunk and a batch.
+The routes' ``max_body_size`` caps every body again while it is received.
 """
 
 from __future__ import annotations
 
+import io
+from collections.abc import AsyncIterator
+from typing import Final
+
+import anyio.from_thread
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from hashmatch.errors import BadRequest, PayloadTooLarge, UnsupportedContentType
 
 IMAGE_TYPES = ("image/", "application/octet-stream")
+#: RFC 2046: a boundary is 1 to 70 characters.
+MAX_BOUNDARY: Final = 70
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -29,79 +39,166 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def media_type(request: Request) -> tuple[str, dict[bytes, bytes]]:
+    kind, options = parse_options_header(request.headers.get("content-type", ""))
+    return kind.decode("latin-1").lower(), options
+
+
 async def read_image(request: Request, limit: int) -> bytes:
     """The image of a request: multipart field ``file``, or the raw body of an image type."""
-    content_type = request.headers.get("content-type", "")
-    kind, options = parse_options_header(content_type)
-    kind_text = kind.decode().lower()
-    # Multipart framing adds a little to the image itself.
-    body = await read_body(request, limit + 64 * 1024)
-    if kind_text == "multipart/form-data":
-        boundary = options.get(b"boundary")
-        if not boundary:
-            raise BadRequest("multipart body without a boundary")
-        return _multipart_file(body, boundary, limit)
-    if kind_text.startswith(IMAGE_TYPES) or not kind_text:
+    kind, options = media_type(request)
+    if kind == "multipart/form-data":
+        reader = MultipartField(_boundary(options), b"file", limit)
+        # Multipart framing adds a little to the image itself.
+        data = bytearray()
+        async for chunk in reader.parse(_capped(request, limit + 64 * 1024)):
+            data += chunk
+        return bytes(data)
+    if kind.startswith(IMAGE_TYPES) or not kind:
+        body = await read_body(request, limit + 64 * 1024)
         if len(body) > limit:
             raise PayloadTooLarge(f"image is over the limit of {limit} bytes")
         return body
     raise UnsupportedContentType(
         f"send an image as multipart field 'file' or as the body with an image content type, "
-        f"not {kind_text!r}"
+        f"not {kind!r}"
     )
 
 
-def _multipart_file(body: bytes, boundary: bytes, limit: int) -> bytes:
-    parts: list[tuple[bytes, bytearray]] = []
-    header_field = bytearray()
-    header_value = bytearray()
-    disposition = b""
+def file_stream(request: Request, limit: int) -> io.BufferedReader:
+    """The body (or its multipart field ``file``) as a blocking binary stream, to be read in
+    a worker thread started by the event loop (``run_in_threadpool``)."""
+    kind, options = media_type(request)
+    chunks = _capped(request, limit)
+    if kind == "multipart/form-data":
+        chunks = MultipartField(_boundary(options), b"file", limit).parse(chunks)
+    return io.BufferedReader(_ThreadReader(chunks), buffer_size=1 << 16)
 
-    def on_part_begin() -> None:
-        nonlocal disposition
-        disposition = b""
 
-    def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_field.extend(data[start:end])
+def _boundary(options: dict[bytes, bytes]) -> bytes:
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BadRequest("multipart body without a boundary")
+    if len(boundary) > MAX_BOUNDARY:
+        raise BadRequest(f"multipart boundary longer than {MAX_BOUNDARY} characters (RFC 2046)")
+    return boundary
 
-    def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_value.extend(data[start:end])
 
-    def on_header_end() -> None:
-        nonlocal disposition
-        if bytes(header_field).lower() == b"content-disposition":
-            disposition = bytes(header_value)
-        header_field.clear()
-        header_value.clear()
+async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit}")
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body is over the limit of {limit} bytes")
+        if chunk:
+            yield chunk
 
-    def on_headers_finished() -> None:
-        _, params = parse_options_header(disposition)
-        parts.append((params.get(b"name", b""), bytearray()))
 
-    def on_part_data(data: bytes, start: int, end: int) -> None:
-        parts[-1][1].extend(data[start:end])
-        if len(parts[-1][1]) > limit:
-            raise PayloadTooLarge(f"image is over the limit of {limit} bytes")
+class MultipartField:
+    """The data of one named field of a multipart body, as the body arrives."""
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data,
-        },
-    )
-    try:
-        parser.write(body)
-        parser.finalize()
-    except PayloadTooLarge:
-        raise
-    except Exception as exc:
-        raise BadRequest(f"malformed multipart body: {exc}") from None
-    for name, data in parts:
-        if name == b"file":
-            return bytes(data)
-    raise BadRequest("multipart body has no 'file' field")
+    def __init__(self, boundary: bytes, name: bytes, limit: int) -> None:
+        self._name = name
+        self._limit = limit
+        self._size = 0
+        self._found = False
+        self._in_field = False
+        self._ready: list[bytes] = []
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._disposition = b""
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+            },
+        )
+
+    async def parse(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self._write(chunk)
+            while self._ready:
+                yield self._ready.pop(0)
+        try:
+            self._parser.finalize()
+        except Exception as exc:
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+        while self._ready:
+            yield self._ready.pop(0)
+        if not self._found:
+            raise BadRequest(f"multipart body has no {self._name.decode()!r} field")
+
+    def _write(self, chunk: bytes) -> None:
+        try:
+            self._parser.write(chunk)
+        except PayloadTooLarge:
+            raise
+        except Exception as exc:
+            raise BadRequest(f"malformed multipart body: {exc}") from None
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._in_field = False
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_field.extend(data[start:end])
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_value.extend(data[start:end])
+
+    def _header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _, params = parse_options_header(self._disposition)
+        # The first part of that name only: a second one must not be appended to it.
+        self._in_field = params.get(b"name", b"") == self._name and not self._found
+        self._found = self._found or self._in_field
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if not self._in_field:
+            return
+        self._size += end - start
+        if self._size > self._limit:
+            raise PayloadTooLarge(f"file is over the limit of {self._limit} bytes")
+        self._ready.append(bytes(data[start:end]))
+
+
+class _ThreadReader(io.RawIOBase):
+    """A blocking raw stream over an async chunk iterator: each refill runs on the event loop
+    from the worker thread that reads."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._pending:
+            chunk = anyio.from_thread.run(self._next)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None

@@ -1,0 +1,161 @@
+"""What a stored text field may hold: one rule per field, the same on every input path.
+
+JSON bodies, CSV/JSON-lines/tx files, the CLI and the console all end in the store, and the
+store checks every value here before it reaches SQL. A value that breaks a rule is an
+:class:`~hashmatch.errors.InvalidField` naming the field (HTTP 422, exit status 2), never a
+database error: PostgreSQL refuses NUL characters and lone surrogates outright, and over-long
+values would otherwise fail one database and pass the other.
+
+Names that decide who sees what (organisations, lists) are ASCII identifiers: a Cyrillic "а"
+in ``nсс-tw`` must not make a second organisation that looks like the first.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Final
+
+from hashmatch.errors import InvalidField
+
+MAX_ORGANISATION_CHARS: Final = 64
+MAX_LIST_NAME_CHARS: Final = 128
+MAX_CATEGORY_CHARS: Final = 32
+MAX_SOURCE_CHARS: Final = 256
+MAX_JURISDICTION_CHARS: Final = 64
+MAX_DESCRIPTION_CHARS: Final = 2000
+MAX_REASON_CHARS: Final = 2000
+MAX_REFERENCE_CHARS: Final = 256
+MAX_LABEL_CHARS: Final = 64
+MAX_LABELS: Final = 32
+MAX_ACTOR_CHARS: Final = 128
+MAX_GROUP_CHARS: Final = 128
+
+_ORGANISATION: Final = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
+_LIST_NAME: Final = re.compile(r"[A-Za-z0-9._-]+")
+_CATEGORY: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_MULTILINE_OK: Final = frozenset("\n\t")
+#: Zero-width (non-)joiners are format characters that scripts and emoji need.
+_JOINERS: Final = frozenset("\u200c\u200d")
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def organisation(value: object, field: str = "organisation") -> str:
+    """An organisation name, case-normalised: ``KCSC`` and ``kcsc`` are one organisation."""
+    text = _string(value, field).strip().lower()
+    if not 1 <= len(text) <= MAX_ORGANISATION_CHARS or not _ORGANISATION.fullmatch(text):
+        raise InvalidField(
+            field,
+            f"organisation names are 1-{MAX_ORGANISATION_CHARS} ASCII letters, digits, '.', "
+            f"'_' or '-', starting and ending with a letter or digit; got {_clip(text)}",
+        )
+    return text
+
+
+def organisations(values: Iterable[object], field: str) -> tuple[str, ...]:
+    """Each name checked, duplicates dropped, order kept."""
+    names = (organisation(value, f"{field}[{i}]") for i, value in enumerate(values))
+    return tuple(dict.fromkeys(names))
+
+
+def list_name(value: object, field: str = "name") -> str:
+    text = _string(value, field)
+    if not 1 <= len(text) <= MAX_LIST_NAME_CHARS or not _LIST_NAME.fullmatch(text):
+        raise InvalidField(
+            field,
+            f"list names are 1-{MAX_LIST_NAME_CHARS} ASCII letters, digits, '.', '_' or '-'; "
+            f"got {_clip(text)}",
+        )
+    return text
+
+
+def is_list_name(value: str) -> bool:
+    return 1 <= len(value) <= MAX_LIST_NAME_CHARS and _LIST_NAME.fullmatch(value) is not None
+
+
+def category(value: object, field: str = "category") -> str:
+    text = _string(value, field).strip().lower()
+    if not 1 <= len(text) <= MAX_CATEGORY_CHARS or not _CATEGORY.fullmatch(text):
+        raise InvalidField(
+            field,
+            f"a category is 1-{MAX_CATEGORY_CHARS} lowercase ASCII letters, digits, '_' or '-' "
+            f"(csam, ncii, other, ...); got {_clip(text)}",
+        )
+    return text
+
+
+def text(value: object, field: str, max_chars: int, *, multiline: bool = False) -> str:
+    """Free text: at most ``max_chars`` characters, no NUL or other control characters (tabs
+    and newlines only where ``multiline``), valid Unicode (no lone surrogates)."""
+    result = _string(value, field)
+    if len(result) > max_chars:
+        raise InvalidField(field, f"at most {max_chars} characters, got {len(result)}")
+    for position, char in enumerate(result):
+        if _is_control(char) and not (multiline and char in _MULTILINE_OK):
+            raise InvalidField(
+                field, f"control character U+{ord(char):04X} at position {position + 1}"
+            )
+    return result
+
+
+def optional_text(value: object, field: str, max_chars: int) -> str | None:
+    """One-line text, stripped; blank is ``None``."""
+    if value is None:
+        return None
+    stripped = text(value, field, max_chars).strip()
+    return stripped or None
+
+
+def reference(value: object, field: str = "reference") -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return optional_text(value, field, MAX_REFERENCE_CHARS)
+
+
+def labels(values: Iterable[object], field: str = "labels") -> tuple[str, ...]:
+    """Labels stripped, blank ones and repeats dropped, at most :data:`MAX_LABELS`."""
+    found: dict[str, None] = {}
+    count = 0
+    for position, value in enumerate(values):
+        label = text(value, f"{field}[{position}]", 1 << 30).strip()
+        if len(label) > MAX_LABEL_CHARS:
+            raise InvalidField(
+                f"{field}[{position}]",
+                f"label longer than {MAX_LABEL_CHARS} characters: {_clip(label)}",
+            )
+        if label and label not in found:
+            found[label] = None
+            count += 1
+    if count > MAX_LABELS:
+        raise InvalidField(field, f"too many labels: {count} (at most {MAX_LABELS})")
+    return tuple(found)
+
+
+def reason(value: object, field: str = "reason") -> str:
+    result = text(value, field, MAX_REASON_CHARS, multiline=True).strip()
+    if not result:
+        raise InvalidField(field, "a reason is required")
+    return result
+
+
+def _string(value: object, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidField(field, f"must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidField(
+            field, f"invalid Unicode (lone surrogate) at position {exc.start + 1}"
+        ) from None
+    return value
+
+
+def _is_control(char: str) -> bool:
+    # Cc: C0/C1 controls (NUL among them); Cs cannot occur after _string; Cf (format marks
+    # such as U+202E, which reverses how the rest of a line is shown) would let a name or
+    # reference look like another in the console and the audit log.
+    return unicodedata.category(char) in ("Cc", "Cf") and char not in _JOINERS

@@ -1,0 +1,115 @@
+"""The real service for tests: the ASGI app over a real SQLite file or PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from dbs import database
+from hashmatch.api.app import create_app
+from hashmatch.config import Settings
+from hashmatch.keys import Role, create_key
+from hashmatch.matcher import Matcher
+from hashmatch.store import Store
+
+
+class Service:
+    def __init__(self, client: TestClient, store: Store, settings: Settings, url: str) -> None:
+        self.client = client
+        self.store = store
+        self.settings = settings
+        self.url = url
+
+    def key(self, org: str, *roles: Role) -> dict[str, str]:
+        _, secret = create_key(self.store, org, frozenset(roles), actor="test")
+        return {"Authorization": f"Bearer {secret}"}
+
+    @property
+    def matcher(self) -> Matcher:
+        matcher: Matcher = self.client.app.state.matcher  # type: ignore[attr-defined]
+        return matcher
+
+    def follow(self) -> None:
+        self.matcher.refresh()
+
+    def post(
+        self, path: str, key: dict[str, str], headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
+        response = self.client.post(path, headers={**key, **(headers or {})}, **kwargs)
+        assert response.status_code < 500, response.text
+        return response
+
+    def create_list(self, key: dict[str, str], name: str, **fields: Any) -> None:
+        body = {"name": name, "category": "ncii", **fields}
+        response = self.client.post("/v1/lists", json=body, headers=key)
+        assert response.status_code == 201, response.text
+
+    def add(self, key: dict[str, str], name: str, *entries: tuple[str, str, str | None]) -> Any:
+        body = {
+            "entries": [
+                {"algorithm": algorithm, "hash": value, "reference": reference}
+                for algorithm, value, reference in entries
+            ]
+        }
+        response = self.client.post(f"/v1/lists/{name}/entries", json=body, headers=key)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {
+            **os.environ,
+            "HASHMATCH_DATA_DIR": str(self.settings.data_dir),
+            "HASHMATCH_DATABASE_URL": self.url,
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "hashmatch", *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+
+@contextmanager
+def running_service(backend: str, tmp_path: Path, **overrides: Any) -> Iterator[Service]:
+    with database(backend, tmp_path) as url:
+        defaults: dict[str, Any] = {
+            "rate_limit": 1e6,
+            "rate_burst": 1_000_000,
+            "max_upload_bytes": 2_000_000,
+        }
+        settings = Settings(
+            data_dir=tmp_path / "index", database_url=url, **{**defaults, **overrides}
+        )
+        store = Store.open(url)
+        try:
+            with TestClient(create_app(settings, load_in_background=False)) as client:
+                yield Service(client, store, settings, url)
+        finally:
+            store.close()
+
+
+def flip(value: bytes, bits: int, seed: int = 0) -> bytes:
+    """``value`` with ``bits`` distinct bits flipped, chosen by ``seed``."""
+    array = np.unpackbits(np.frombuffer(value, dtype=np.uint8))
+    positions = np.random.default_rng(seed).choice(array.size, bits, replace=False)
+    array[positions] ^= 1
+    return np.packbits(array).tobytes()
+
+
+def flip_bit(value: bytes, position: int) -> bytes:
+    data = bytearray(value)
+    data[position // 8] ^= 0x80 >> (position % 8)
+    return bytes(data)
+
+
+def distance(a: bytes, b: bytes) -> int:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
