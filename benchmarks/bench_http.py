@@ -35,7 +35,9 @@ from PIL import Image
 from hashmatch.formats_in import read_hash_set
 from hashmatch.hashing import Hash, query_hashes
 from hashmatch.keys import Role, create_key
+from hashmatch.lookup import lookup, matchable_lists
 from hashmatch.matcher import Matcher
+from hashmatch.probes import ProbeGuard
 from hashmatch.store import Store, database_url
 
 
@@ -287,23 +289,26 @@ def baseline_in_process(
     rng: np.random.Generator,
     seconds: float,
 ) -> dict[str, float]:
-    """The same matching without HTTP: the service's Matcher, one thread, this process."""
+    """The same matching without HTTP: the service's Matcher and lookup (lists, probe check,
+    verdicts), one thread, this process."""
     store = Store.open(database_url(data_dir, None))
     try:
         matcher = Matcher(store)
         matcher.load()
-        lists = [info.name for info in matcher.lists()]
+        lists = matchable_lists(matcher, "bench")
+        guard = ProbeGuard()
 
         def batch() -> int:
             present = codes[rng.integers(0, len(codes), 100)]
             absent = rng.integers(0, 256, size=(900, 32), dtype=np.uint8)
             hashes = [Hash.from_hex("pdq", c.tobytes().hex()) for c in np.vstack([present, absent])]
-            matcher.match(hashes, lists=lists)
+            items = [[(value, None)] for value in hashes]
+            lookup(matcher, items, organisation="bench", lists=lists, guard=guard)
             return len(hashes)
 
         def image() -> int:
             _, queries = query_hashes(jpegs[int(rng.integers(0, len(jpegs)))])
-            matcher.match([h for h, _ in queries], lists=lists)
+            lookup(matcher, [queries], organisation="bench", lists=lists, guard=guard)
             return 1
 
         return {

@@ -38,6 +38,7 @@ WRITER = """
 import sys, time, io
 from hashmatch.store import Store
 from hashmatch.formats_in import read_hash_set
+from hashmatch.withdrawals import withdraw
 store = Store.open(sys.argv[1])
 for line in sys.stdin:
     verb, value = line.split()
@@ -45,7 +46,7 @@ for line in sys.stdin:
         rows = read_hash_set(io.BytesIO(f"pdq {value} {value}\\n".encode()))
         store.import_rows("fresh", rows, actor="bench")
     else:
-        store.withdraw("fresh", actor="bench", reason="bench", references=[value])
+        withdraw(store, "fresh", actor="bench", reason="bench", references=[value])
     print(time.time(), flush=True)
 """
 

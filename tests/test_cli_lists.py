@@ -118,6 +118,7 @@ def test_agency_pipeline_hash_import_match_withdraw_export(tmp_path: Path, photo
         "list.create",
     ]
     assert audit[0]["actor"] == "kcsc:bob" and audit[0]["reason"] == "victim request"
+    assert cli(data, "audit", "--list", "ncii-k").returncode == 66  # a typo is not an empty trail
 
 
 def test_strict_import_and_errors_have_exit_codes(tmp_path: Path) -> None:

@@ -337,3 +337,25 @@ def test_multipart_file_over_the_cap_is_refused_while_reading(service: Service) 
     )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_a_hash_set_file_sent_as_multipart_is_read_as_the_file(service: Service) -> None:
+    """As the README suggests: ``curl -F file=@hashes.csv``. The form's headers are not rows."""
+    key = service.key("org", Role.CONTRIBUTE, Role.MATCH)
+    service.client.post("/v1/lists", json={"name": "l", "category": "csam"}, headers=key)
+    rows = "".join(f"pdq,{i:064x},ref-{i}\n" for i in range(30))
+    upload = service.client.post(
+        "/v1/lists/l/entries",
+        files={"file": ("hashes.csv", f"algorithm,hash,reference\n{rows}".encode(), "text/csv")},
+        data={"note": "ignored"},
+        headers=key,
+    )
+    assert upload.status_code == 200, upload.text
+    report = upload.json()
+    assert (report["added"], report["rejected"], report["errors"]) == (30, 0, [])
+    entries = service.client.get("/v1/lists/l/entries", headers=key).json()["entries"]
+    assert [e["reference"] for e in entries] == [f"ref-{i}" for i in range(30)]
+    no_file = service.client.post(
+        "/v1/lists/l/entries", files={"other": ("x.csv", b"hash\n", "text/csv")}, headers=key
+    )
+    assert no_file.status_code == 400 and "'file'" in no_file.json()["error"]["message"]

@@ -13,6 +13,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 import zipfile
@@ -29,6 +30,7 @@ from PIL import GifImagePlugin, Image, WebPImagePlugin
 from conftest import natural_image
 from hashmatch.config import Settings
 from hashmatch.errors import (
+    Busy,
     ConfigError,
     CorruptMedia,
     EmptyMedia,
@@ -38,7 +40,15 @@ from hashmatch.errors import (
     UnsupportedMedia,
 )
 from hashmatch.hashing import pdq
-from hashmatch.media import HASH_SIDE, DecodedImage, MediaLimits, decode, identify
+from hashmatch.media import (
+    DEFAULT_LIMITS,
+    HASH_SIDE,
+    DecodeBudget,
+    DecodedImage,
+    MediaLimits,
+    decode,
+    identify,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -433,8 +443,8 @@ def test_decode_bytes_cap_rejects_an_ordinary_photo_when_set_low() -> None:
 
 
 def test_decode_bytes_cap_comes_from_the_environment() -> None:
-    assert Settings.from_env({}).media_limits.max_decode_bytes == 128 * 1024 * 1024
-    assert MediaLimits().max_decode_bytes == 128 * 1024 * 1024
+    assert Settings.from_env({}).media_limits.max_decode_bytes == 192 * 1024 * 1024
+    assert MediaLimits().max_decode_bytes == 192 * 1024 * 1024
     limits = Settings.from_env({"HASHMATCH_MAX_DECODE_BYTES": "1000"}).media_limits
     assert limits.max_decode_bytes == 1000
     error = _rejection(_png_of_about_5kb(), limits)
@@ -1147,13 +1157,13 @@ BOMBS: tuple[Bomb, ...] = (
         "I",
         (10000, 9999),
     ),
-    # 30 MB of palette indices and 121 MB of RGB are each under the cap; the expansion before
-    # resampling holds both at once (145 MiB).
+    # 42 MB of palette indices and 169 MB of RGB are each under the cap; the expansion before
+    # resampling holds both at once (202 MiB).
     Bomb(
         "palette-png",
-        cache(lambda: _encode(Image.new("P", (5500, 5500), 3), "PNG")),
+        cache(lambda: _encode(Image.new("P", (6500, 6500), 3), "PNG")),
         "P",
-        (5500, 5500),
+        (6500, 6500),
     ),
     # 120 MB of raster, but libwebp's canvases and the frame's copy make it 16 bytes a pixel:
     # 1.2 KB of file (462 MiB).
@@ -1357,3 +1367,34 @@ def test_legitimate_image_decodes_within_its_estimate(legit: Legit) -> None:
     assert growth <= estimate + 8 * _MB, result
     if legit.bound is not None:
         assert growth < legit.bound, result
+
+
+def test_a_decode_budget_is_shared_and_never_exceeded() -> None:
+    budget = DecodeBudget(100, wait_seconds=0.2)
+    with pytest.raises(TooManyPixels), budget.reserve(101):
+        pass
+    held = threading.Event()
+    release = threading.Event()
+    peak: list[int] = []
+
+    def big() -> None:
+        with budget.reserve(80):
+            held.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=big)
+    worker.start()
+    assert held.wait(5)
+    with pytest.raises(Busy), budget.reserve(30):  # 80 + 30 > 100: waits, then gives up
+        pass
+    with budget.reserve(20):  # 80 + 20 fits beside it
+        peak.append(20)
+    release.set()
+    worker.join()
+    with budget.reserve(100):  # all of it, once the others are done
+        peak.append(100)
+    assert peak == [20, 100]
+    # A decode holds its estimate only while it runs.
+    data = _encode(_natural(400, 300), "PNG")
+    small = DecodeBudget(1_000_000_000)
+    assert decode(data, DEFAULT_LIMITS, small).width == 400 and small._used == 0

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from conftest import random_hexes
 from dbs import BACKENDS, database
@@ -185,3 +187,65 @@ def test_an_organisation_named_twice_is_shared_with_once(store: Store) -> None:
     assert info.shared_with == ("kcsc-kr",)
     changed = store.update_list("twice", shared_with=["a", "b", "a"], actor="t")
     assert changed.shared_with == ("a", "b")
+
+
+LONG = "x" * 100_000
+BAD_TEXT = ("nul\x00here", "bell\x07", "\u202eevil", "\ud800", LONG)
+
+
+@pytest.mark.parametrize("bad", BAD_TEXT, ids=["nul", "bell", "bidi", "surrogate", "long"])
+def test_every_text_field_is_checked_before_it_reaches_sql(store: Store, bad: str) -> None:
+    """The same rule on both databases, whatever the caller: PostgreSQL refuses NUL and lone
+    surrogates outright, and that must never surface as a database error."""
+    store.create_list("l", owner="o", category="ncii", actor="t")
+    fields: dict[str, dict[str, Any]] = {
+        "name": {"name": bad},
+        "owner": {"owner": bad},
+        "category": {"category": bad},
+        "source": {"source": bad},
+        "jurisdiction": {"jurisdiction": bad},
+        "shared_with[0]": {"shared_with": [bad]},
+    }
+    for field, change in fields.items():
+        arguments: dict[str, Any] = {"name": "n", "owner": "o", "category": "ncii", **change}
+        name = arguments.pop("name")
+        with pytest.raises(InvalidList) as refused:
+            store.create_list(name, actor="t", **arguments)
+        assert refused.value.message.startswith(field), (field, refused.value.message)
+    if bad != "bell\x07":  # a description may hold tabs and newlines, not other controls
+        with pytest.raises(InvalidList, match=r"^description"):
+            store.update_list("l", actor="t", description=bad)
+    with pytest.raises(InvalidList, match=r"^source"):
+        store.update_list("l", actor="t", source=bad)
+    value = Hash.from_hex("pdq", random_hexes(1)[0])
+    report = store.import_rows(
+        "l",
+        [HashRow(1, value, bad, ()), HashRow(2, value, None, ("ok", bad))],
+        actor="t",
+    )
+    assert (report.added, report.rejected) == (0, 2)
+    assert [e["reason"].split(":")[0] for e in report.errors] == ["reference", "labels[1]"]
+    with pytest.raises(InvalidList, match=r"^reason"):
+        withdraw(store, "l", actor="t", reason=bad, references=["r"])
+    with pytest.raises(InvalidList, match=r"^references\[0\]"):
+        withdraw(store, "l", actor="t", reason="ok", references=[bad])
+    with pytest.raises(InvalidList):
+        store.answer_offer("l", bad, actor="t", accept=True)
+    with pytest.raises(NotFound):
+        store.get_list(bad)
+    assert list(store.entries("l")) == []
+
+
+def test_database_errors_never_carry_their_parameters(store: Store) -> None:
+    secret = "withdrawn-by-victim-7f3a"
+    with store.engine.connect() as conn, pytest.raises(Conflict) as duplicate:
+        for _ in range(2):
+            conn.execute(
+                text("INSERT INTO organisations (name, created_at) VALUES (:n, :t)"),
+                {"n": secret, "t": "2026-01-01 00:00:00"},
+            )
+    assert secret not in str(duplicate.value) and "conflicts" in duplicate.value.message
+    if store.dialect == "postgresql":
+        with store.engine.connect() as conn, pytest.raises(InvalidList) as refused:
+            conn.execute(text("SELECT CAST(:v AS INTEGER)"), {"v": secret})
+        assert secret not in refused.value.message

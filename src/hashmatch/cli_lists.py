@@ -231,7 +231,10 @@ def cmd_revive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    _print_json(_store(settings).audit_log(args.list, limit=args.limit))
+    store = _store(settings)
+    if args.list is not None:
+        store.get_list(args.list)  # a mistyped name is an error, not an empty trail
+    _print_json(store.audit_log(args.list, limit=args.limit))
     return 0
 
 

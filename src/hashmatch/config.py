@@ -70,7 +70,9 @@ class Settings:
     max_upload_bytes: int = field(default=50_000_000, metadata={"parse": _positive_int})
     max_pixels: int = field(default=100_000_000, metadata={"parse": _positive_int})
     #: Peak bytes one image's decode may allocate, estimated from its header.
-    max_decode_bytes: int = field(default=128 * 1024 * 1024, metadata={"parse": _positive_int})
+    max_decode_bytes: int = field(default=192 * 1024 * 1024, metadata={"parse": _positive_int})
+    #: Memory all the decodes of one process may hold at once (each reserves its estimate).
+    decode_memory: int = field(default=256 * 1024 * 1024, metadata={"parse": _positive_int})
     #: Requests per second each API key may make (token bucket), and the burst it may spend.
     rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
     rate_burst: int = field(default=400, metadata={"parse": _positive_int})

@@ -156,5 +156,11 @@ class NotReady(HashmatchError):
     code = "not_ready"
 
 
+class Busy(MediaError):
+    """The service's decode memory is taken by other images: retry shortly (HTTP 503)."""
+
+    code = "busy"
+
+
 class BadRequest(HashmatchError):
     code = "bad_request"

@@ -44,6 +44,12 @@ def _clip(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def printable(text: str) -> str:
+    """``text`` safe to echo in a response or a log: lone surrogates (which JSON escapes can
+    carry, and which cannot be encoded) written as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def organisation(value: object, field: str = "organisation") -> str:
     """An organisation name, case-normalised: ``KCSC`` and ``kcsc`` are one organisation."""
     text = _string(value, field).strip().lower()

@@ -202,7 +202,8 @@ def _detect(text: str) -> InputFormat:
 
 
 def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+    clipped = text if len(text) <= limit else text[:limit] + "..."
+    return fields.printable(clipped)
 
 
 def _algorithm(name: str | None, default: Algorithm | None) -> Algorithm:

@@ -21,6 +21,7 @@ from PIL import Image
 from hashmatch.errors import HashFormatError, UnknownAlgorithm
 from hashmatch.media import (
     DEFAULT_LIMITS,
+    DecodeBudget,
     DecodedImage,
     MediaLimits,
     as_rgb_array,
@@ -294,14 +295,14 @@ def is_variant(variant: str | None) -> bool:
 
 
 def query_hashes(
-    data: bytes, limits: MediaLimits = DEFAULT_LIMITS
+    data: bytes, limits: MediaLimits = DEFAULT_LIMITS, budget: DecodeBudget | None = None
 ) -> tuple[DecodedImage, list[tuple[Hash, str | None]]]:
     """What to look up for one submitted image, from one decode, each hash with the name of
     the variant it was taken from: PDQ of all 8 rotations and flips, pHash, and the two digests
     (no variant). When the image has a frame (letterbox, padding, a screenshot canvas), the
     picture inside is queried too: PDQ of its 8 rotations and flips (a mirrored repost is
     often letterboxed as well) and pHash; further candidate boxes only as they are."""
-    decoded = decode(data, limits)
+    decoded = decode(data, limits, budget)
     queries: list[tuple[Hash, str | None]] = [
         (value, variant.value) for variant, value in pdq_variants(decoded).items()
     ]

@@ -22,10 +22,12 @@ full-size copy is made of them.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -33,6 +35,7 @@ import numpy as np
 from PIL import Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from hashmatch.errors import (
+    Busy,
     CorruptMedia,
     EmptyMedia,
     HashmatchError,
@@ -57,9 +60,10 @@ PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 32 * 1024 * 1
 class MediaLimits:
     max_bytes: int = 50_000_000
     max_pixels: int = 100_000_000
-    #: Peak bytes one decode may allocate, as estimated from the header by :func:`_decode_cost`.
-    #: Two decodes at once must fit beside the server's own memory.
-    max_decode_bytes: int = 128 * 1024 * 1024
+    #: Peak bytes one decode may allocate, as estimated from the header by :func:`_decode_cost`:
+    #: enough for a 12-megapixel WebP (libwebp keeps two canvases) or a 40-megapixel JPEG-less
+    #: RGB photo. A service shares a :class:`DecodeBudget` among its decodes as well.
+    max_decode_bytes: int = 192 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if min(self.max_bytes, self.max_pixels, self.max_decode_bytes) <= 0:
@@ -67,6 +71,40 @@ class MediaLimits:
 
 
 DEFAULT_LIMITS: Final = MediaLimits()
+
+
+class DecodeBudget:
+    """Memory shared by every decode of a process: each decode holds its estimated bytes
+    while it runs, and waits (up to ``wait_seconds``) for others to give theirs back. One
+    large image at a time, many small ones side by side, and never more than ``total``."""
+
+    def __init__(self, total: int, wait_seconds: float = 30.0) -> None:
+        if total <= 0:
+            raise ValueError("a decode budget must be positive")
+        self.total = total
+        self._wait_seconds = wait_seconds
+        self._used = 0
+        self._condition = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        if nbytes > self.total:
+            raise TooManyPixels(
+                f"decoding needs about {nbytes} bytes, over this service's decode memory of "
+                f"{self.total} bytes"
+            )
+        with self._condition:
+            if not self._condition.wait_for(
+                lambda: self._used + nbytes <= self.total, timeout=self._wait_seconds
+            ):
+                raise Busy("every decoder is busy with large images; retry shortly")
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._used -= nbytes
+                self._condition.notify_all()
 
 
 @dataclass(frozen=True)
@@ -210,8 +248,11 @@ def check_size(nbytes: int, limits: MediaLimits) -> None:
         raise MediaTooLarge(f"{nbytes} bytes is over the limit of {limits.max_bytes} bytes")
 
 
-def decode(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> DecodedImage:
-    """Decode untrusted ``data`` into a :class:`DecodedImage`, or raise a :class:`MediaError`."""
+def decode(
+    data: bytes, limits: MediaLimits = DEFAULT_LIMITS, budget: DecodeBudget | None = None
+) -> DecodedImage:
+    """Decode untrusted ``data`` into a :class:`DecodedImage`, or raise a :class:`MediaError`.
+    With a ``budget``, the pixels are decoded only once their estimated memory is reserved."""
     check_size(len(data), limits)
     image_format = identify(data)
     with warnings.catch_warnings():
@@ -219,7 +260,7 @@ def decode(data: bytes, limits: MediaLimits = DEFAULT_LIMITS) -> DecodedImage:
         # complaints about hostile metadata are not the caller's to see: errors are raised.
         warnings.simplefilter("ignore")
         try:
-            return _decode_checked(data, image_format, limits)
+            return _decode_checked(data, image_format, limits, budget)
         except HashmatchError:
             raise
         except Image.DecompressionBombError as exc:
@@ -239,7 +280,9 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def _decode_checked(data: bytes, image_format: str, limits: MediaLimits) -> DecodedImage:
+def _decode_checked(
+    data: bytes, image_format: str, limits: MediaLimits, budget: DecodeBudget | None
+) -> DecodedImage:
     image: Image.Image = Image.open(io.BytesIO(data), formats=[image_format])
     width, height = image.size
     if width <= 0 or height <= 0:
@@ -263,6 +306,18 @@ def _decode_checked(data: bytes, image_format: str, limits: MediaLimits) -> Deco
             f"{image_format} of {width}x{height} in mode {stored_mode}{decoded_as} needs about "
             f"{cost} bytes to decode, over the limit of {limits.max_decode_bytes} bytes"
         )
+    with budget.reserve(cost) if budget is not None else contextlib.nullcontext():
+        return _decode_pixels(image, image_format, expanded, stored_mode, (width, height))
+
+
+def _decode_pixels(
+    image: Image.Image,
+    image_format: str,
+    expanded: str,
+    stored_mode: str,
+    size: tuple[int, int],
+) -> DecodedImage:
+    width, height = size
     image.load()
     # Only now: a PNG may carry its EXIF after the pixel data, and reading it earlier would
     # decode the pixels inside the EXIF lookup, where a decoding error must not be mistaken

@@ -141,7 +141,8 @@ class ImportReport:
     def reject(self, error: RowError) -> None:
         self.rejected += 1
         if len(self.errors) < MAX_REPORTED_ERRORS:
-            self.errors.append({"line": error.line, "reason": error.reason})
+            # A reason may quote the file's own text: it must still encode as the report.
+            self.errors.append({"line": error.line, "reason": fields.printable(error.reason)})
 
     def skip_withdrawn(self, row: HashRow) -> None:
         self.previously_withdrawn += 1
@@ -213,15 +214,17 @@ def _sqlite_begin(connection: Any) -> None:
 
 def _translate_error(context: ExceptionContext) -> None:
     """Database failures -> domain errors, once for every query: an unreachable database is
-    a 503 to retry, a value the database refuses is the caller's 422. Neither message carries
-    the statement's parameters (hash bytes, withdrawal reasons): the engine hides them too."""
+    a 503 to retry, a value the database refuses is the caller's 422, a clash with stored data
+    a 409. None of the messages carries a value: the database's own (``Key (name)=(...)``)
+    would, and so would the statement's parameters, which the engine hides as well."""
     error = context.sqlalchemy_exception
+    cause = type(context.original_exception).__name__
     if context.is_disconnect or isinstance(error, OperationalError | InterfaceError):
-        cause = type(context.original_exception).__name__
         raise StoreUnavailable(f"database unavailable ({cause})") from None
     if isinstance(error, DataError):
-        cause = type(context.original_exception).__name__
         raise InvalidField("value", f"refused by the database ({cause})") from None
+    if isinstance(error, IntegrityError):
+        raise Conflict(f"the change conflicts with stored data ({cause})") from None
 
 
 class Store:
@@ -328,7 +331,7 @@ class Store:
                         )
                     )
                 )
-            except IntegrityError:
+            except Conflict:
                 raise Conflict(f"a list named {name!r} already exists") from None
             self._offer(conn, list_id, offers, actor, now)
             cursor = self.record_change(conn, "list", list_id, 0)

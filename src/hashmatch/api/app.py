@@ -22,6 +22,7 @@ from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
 from hashmatch.matcher import Matcher
+from hashmatch.media import DecodeBudget
 from hashmatch.probes import ProbeGuard, ProbeRules
 from hashmatch.store import Store, database_url
 
@@ -77,7 +78,9 @@ def create_app(
     app.state.ready = False
     app.state.rate_limits = TokenBuckets(settings.rate_limit, settings.rate_burst)
     app.state.probes = ProbeGuard(ProbeRules(workers=settings.workers))
+    # Decoding is CPU-bound (one at a time per core) and memory-bound (a shared budget).
     app.state.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)
+    app.state.decode_budget = DecodeBudget(settings.decode_memory)
     install_error_handlers(app)
     metrics = Metrics()
     app.state.metrics = metrics

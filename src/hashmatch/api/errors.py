@@ -6,6 +6,7 @@ Every error body has the shape ``{"error": {"code": "...", "message": "..."}}``.
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hashmatch.api.ratelimit import RateLimited, retry_after_header
 from hashmatch.errors import (
     BadRequest,
+    Busy,
     Conflict,
     CorruptMedia,
     EmptyMedia,
@@ -35,6 +37,7 @@ from hashmatch.errors import (
     UnsupportedContentType,
     UnsupportedMedia,
 )
+from hashmatch.fields import printable
 
 #: Checked in order; the first matching type gives the status.
 HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
@@ -47,6 +50,7 @@ HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (UnsupportedContentType, 415),
     (NotReady, 503),
     (StoreUnavailable, 503),
+    (Busy, 503),
     (InvalidList, 422),
     (ImportRejected, 422),
     (BadRequest, 400),
@@ -74,7 +78,8 @@ def status_for(error: HashmatchError) -> int:
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
-    return {"error": {"code": code, "message": message}}
+    # Messages may quote what the client sent (a field name, a value): always encodable.
+    return {"error": {"code": code, "message": printable(message)}}
 
 
 def error_response(exc: HashmatchError) -> JSONResponse:
@@ -84,7 +89,7 @@ def error_response(exc: HashmatchError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(exc, RateLimited):
         headers = {"Retry-After": retry_after_header(exc)}
-    elif isinstance(exc, NotReady | StoreUnavailable):
+    elif isinstance(exc, NotReady | StoreUnavailable | Busy):
         headers = {"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
     return JSONResponse(
         error_body(exc.code, exc.message), status_code=status_for(exc), headers=headers
@@ -114,8 +119,10 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    # The traceback, never the request: bodies and parameters may hold hashes and reasons.
-    log.error("unexpected error: %s", type(exc).__name__, exc_info=exc)
+    # Where it failed, never what it was given: a request's values (hashes, withdrawal
+    # reasons) can reach an exception's message, a database error's above all.
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected error: %s\n%s", type(exc).__name__, where)
     return JSONResponse(error_body("internal_error", "internal error"), status_code=500)
 
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any, Final
+from collections.abc import Callable
+from typing import Annotated, Final, TypeVar
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from hashmatch import fields
 from hashmatch.api.auth import require
 from hashmatch.api.bodylimit import body_limit
 from hashmatch.api.models import (
@@ -29,12 +31,13 @@ from hashmatch.api.uploads import read_image
 from hashmatch.errors import KeySuspended, NotReady, StoreUnavailable
 from hashmatch.hashing import Algorithm, Hash, Variant, query_hashes
 from hashmatch.keys import KeyInfo, Role, suspend_key
-from hashmatch.lookup import Item, lookup, matchable_lists
+from hashmatch.lookup import lookup, matchable_lists
 from hashmatch.matcher import Matcher
-from hashmatch.media import MediaLimits
-from hashmatch.probes import ProbeDetected
+from hashmatch.media import DecodeBudget, MediaLimits
+from hashmatch.probes import ProbeDetected, ProbeGuard
 from hashmatch.verdict import Verdict, hit_dict, verdict_dict
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["matching"])
 Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
@@ -66,25 +69,11 @@ def _wanted(lists: list[str] | None) -> list[str] | None:
     return [name.strip() for value in lists for name in value.split(",") if name.strip()]
 
 
-async def _judge(
-    request: Request,
-    key: KeyInfo,
-    items: list[Item],
-    wanted: list[str] | None,
-    max_distance: int | None,
-) -> list[Verdict]:
-    matcher = _matcher(request)
-    names = matchable_lists(matcher, key.organisation, wanted)
-    arguments: dict[str, Any] = {
-        "organisation": key.organisation,
-        "lists": names,
-        "max_distance": max_distance,
-        "guard": request.app.state.probes,
-    }
+async def _guarded(request: Request, key: KeyInfo, work: Callable[[], T], size: int) -> T:
+    """Run ``work`` (a lookup and what is made of it) on the loop when small, else in the
+    thread pool; a probe it detects suspends the key."""
     try:
-        if sum(len(item) for item in items) <= INLINE_BATCH:
-            return lookup(matcher, items, **arguments)
-        return await run_in_threadpool(lambda: lookup(matcher, items, **arguments))
+        return work() if size <= INLINE_BATCH else await run_in_threadpool(work)
     except ProbeDetected as probe:
         await run_in_threadpool(_suspend, request, key, probe)
         raise KeySuspended(
@@ -118,20 +107,45 @@ async def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> 
     """Each hash's verdict. Hashes with the same ``group`` are judged as one item (one
     image's PDQ and MD5, say); the others each alone. The body is ``MatchHashesOut``, written
     directly: a batch of 10,000 results is not worth validating again on the way out."""
+    matcher = _matcher(request)
+    names = matchable_lists(matcher, key.organisation, body.lists)
+    guard = request.app.state.probes
+
+    def answer() -> bytes:
+        return _answer_hashes(matcher, body, key.organisation, names, guard)
+
+    content = await _guarded(request, key, answer, len(body.hashes))
+    return Response(content, media_type="application/json")
+
+
+def _answer_hashes(
+    matcher: Matcher,
+    body: MatchHashesIn,
+    organisation: str,
+    names: frozenset[str],
+    guard: ProbeGuard,
+) -> bytes:
     hashes = parse_hashes(body.hashes)
     members: list[list[tuple[Hash, str | None]]] = []
     slots: list[tuple[int, int]] = []  # (item, position in it) of each hash
     grouped: dict[str, int] = {}
-    for value, given in zip(hashes, body.hashes, strict=True):
-        index = (
-            len(members) if given.group is None else grouped.setdefault(given.group, len(members))
-        )
+    for position, (value, given) in enumerate(zip(hashes, body.hashes, strict=True)):
+        index = len(members)
+        if given.group is not None:
+            group = fields.text(given.group, f"hashes[{position}].group", fields.MAX_GROUP_CHARS)
+            index = grouped.setdefault(group, index)
         if index == len(members):
             members.append([])
         slots.append((index, len(members[index])))
         members[index].append((value, None))
-    items: list[Item] = list(members)
-    verdicts = await _judge(request, key, items, body.lists, body.max_distance)
+    verdicts = lookup(
+        matcher,
+        members,
+        organisation=organisation,
+        lists=names,
+        max_distance=body.max_distance,
+        guard=guard,
+    )
     results = []
     for value, given, (index, position) in zip(hashes, body.hashes, slots, strict=True):
         verdict = verdicts[index]
@@ -142,14 +156,10 @@ async def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> 
                 "group": given.group,
                 "match": verdict.match,
                 "matches": [
-                    hit_dict(hit, key.organisation)
-                    for hit in verdict.blocks
-                    if hit.query == position
+                    hit_dict(hit, organisation) for hit in verdict.blocks if hit.query == position
                 ],
                 "allowed": [
-                    hit_dict(hit, key.organisation)
-                    for hit in verdict.allows
-                    if hit.query == position
+                    hit_dict(hit, organisation) for hit in verdict.allows if hit.query == position
                 ],
             }
         )
@@ -158,13 +168,13 @@ async def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> 
         "results": results,
         "request_id": uuid.uuid4().hex,
     }
-    return Response(orjson.dumps(content), media_type="application/json")
+    return orjson.dumps(content)
 
 
 def _image_hashes(
-    data: bytes, limits: MediaLimits
+    data: bytes, limits: MediaLimits, budget: DecodeBudget
 ) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
-    _, queries = query_hashes(data, limits)
+    _, queries = query_hashes(data, limits, budget)
     shown: dict[str, ImageHashOut] = {}
     for value, variant in queries:
         if variant in (None, Variant.ORIGINAL.value):
@@ -182,9 +192,9 @@ async def _hash_upload(
 ) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
     settings = request.app.state.settings
     data = await read_image(request, settings.max_upload_bytes)
-    # Decoding is memory-bound as much as CPU-bound: at most one decode per core at a time.
+    state = request.app.state
     return await anyio.to_thread.run_sync(
-        _image_hashes, data, settings.media_limits, limiter=request.app.state.decoders
+        _image_hashes, data, settings.media_limits, state.decode_budget, limiter=state.decoders
     )
 
 
@@ -216,7 +226,22 @@ async def match_image(
     match says which variant found it. An allow-list hit suppresses the block hits its owner
     (or an owner that trusts it) listed; suppressed hits stay in ``matches``, marked."""
     shown, queries = await _hash_upload(request)
-    (verdict,) = await _judge(request, key, [queries], _wanted(lists), max_distance)
+    matcher = _matcher(request)
+    names = matchable_lists(matcher, key.organisation, _wanted(lists))
+    guard = request.app.state.probes
+
+    def judge() -> Verdict:
+        (verdict,) = lookup(
+            matcher,
+            [queries],
+            organisation=key.organisation,
+            lists=names,
+            max_distance=max_distance,
+            guard=guard,
+        )
+        return verdict
+
+    verdict = await _guarded(request, key, judge, len(queries))
     content = {
         **verdict_dict(verdict, key.organisation),
         "hashes": {name: value.model_dump() for name, value in shown.items()},

@@ -105,6 +105,7 @@ class MultipartField:
         self._limit = limit
         self._size = 0
         self._found = False
+        self._ended = False
         self._in_field = False
         self._ready: list[bytes] = []
         self._header_field = bytearray()
@@ -119,6 +120,7 @@ class MultipartField:
                 "on_header_end": self._header_end,
                 "on_headers_finished": self._headers_finished,
                 "on_part_data": self._part_data,
+                "on_end": self._end,
             },
         )
 
@@ -131,6 +133,10 @@ class MultipartField:
             self._parser.finalize()
         except Exception as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from None
+        # python-multipart's finalize() does not check that the body was complete: a body cut
+        # short must fail the upload (and roll back an import) rather than pass as a whole one.
+        if not self._ended:
+            raise BadRequest("malformed multipart body: it ends before its closing boundary")
         while self._ready:
             yield self._ready.pop(0)
         if not self._found:
@@ -143,6 +149,9 @@ class MultipartField:
             raise
         except Exception as exc:
             raise BadRequest(f"malformed multipart body: {exc}") from None
+
+    def _end(self) -> None:
+        self._ended = True
 
     def _part_begin(self) -> None:
         self._disposition = b""
