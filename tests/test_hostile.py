@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -1622,6 +1623,22 @@ def test_unkeyed_400_mb_body_is_refused_unread(server: Server) -> None:
 
 def test_keyed_400_mb_body_is_refused_at_the_cap(server: Server) -> None:
     _stream_400_mb(server, "admin", 413)
+
+
+def test_a_declared_length_over_the_cap_is_refused_before_the_body(server: Server) -> None:
+    """A Content-Length over the route's cap is answered at once: the server does not wait
+    for (let alone read) a body it would refuse."""
+    host, port = server.base.removeprefix("http://").split(":")
+    head = (
+        f"POST {HASHES} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {JSON_TYPE}\r\n"
+        f"Authorization: Bearer {server.keys['admin']}\r\n"
+        f"Content-Length: {500 * MB}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as connection:
+        connection.sendall(head.encode() + b'{"hashes": [')  # and nothing more
+        reply = connection.recv(65536).decode("latin-1")
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert '"payload_too_large"' in reply
 
 
 def test_an_import_that_fails_leaves_nothing_behind(server: Server) -> None:

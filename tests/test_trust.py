@@ -347,6 +347,12 @@ def test_list_filters_fail_closed_and_honour_every_name(service: Service) -> Non
     for params in ({"lists": "nope"}, {"lists": ["a", "nope"]}, {"lists": "a,nope"}):
         assert as_image_status(service, kcsc, image, params) == 404, params
     assert as_image_status(service, kcsc, image, {"lists": ["a", "b"]}) == 200
+    (image_pdq,) = hash_bytes(image, [Algorithm.PDQ])
+    service.add(kcsc, "b", ("pdq", image_pdq.hex, "image"))
+    service.follow()
+    for params in ({"lists": ["b", "a"]}, {"lists": ["a", "b"]}, {"lists": "a,b"}):
+        assert as_image(service, kcsc, image, **params)["match"] is True, params  # every name
+    assert as_image(service, kcsc, image, lists="a")["match"] is False
     missing = service.cli("match", "--hash", f"pdq:{values[0]}", "--lists", "nope")
     assert missing.returncode == 66 and b"nope" in missing.stderr
 
