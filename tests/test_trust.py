@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from PIL import Image
 
 from conftest import encode, natural_image, random_hexes
 from dbs import BACKENDS
+from hashmatch.api.auth import KEY_CACHE_SECONDS
 from hashmatch.hashing import Algorithm, hash_bytes
 from hashmatch.keys import Role
 from services import Service, distance, flip, flip_bit, running_service
@@ -279,12 +281,17 @@ def test_a_boundary_probe_suspends_the_key_before_it_learns_the_hash(service: Se
     assert [a["action"] for a in audit[:2]] == ["list.probed", "list.probed"]
     assert "ncc" in audit[0]["reason"]
     # The operator lifts it, with a reason.
-    key_id = next(k for k in json.loads(service.cli("keys", "ls").stdout) if k["suspended_at"])[
-        "id"
-    ]
+    suspended = [k for k in json.loads(service.cli("keys", "ls").stdout) if k["suspended_at"]]
+    assert len(suspended) == 2
+    key_id = suspended[0]["id"]  # the partner's first key (the keys are listed by id)
     lifted = service.cli("keys", "reinstate", str(key_id), "--reason", "reviewed with ncc")
     assert lifted.returncode == 0, lifted.stderr
     assert json.loads(lifted.stdout)["suspended_at"] is None
+    # Once the key cache catches up, the reinstated key works, and this replica has forgotten
+    # the probe it reviewed: a near query is answered, not suspended again at once.
+    time.sleep(KEY_CACHE_SECONDS + 0.2)
+    assert ask(partner, flip_bit(near, 201), d - 1) is not None
+    assert ask(second, flip_bit(near, 202), d - 1) is None  # still suspended
 
 
 def test_admin_keys_and_names_stay_within_their_organisation(service: Service) -> None:
@@ -411,3 +418,26 @@ def test_reuploads_of_a_weak_copy_are_not_mistaken_for_a_probe(tmp_path: Path) -
         varied = max(v.mask.bit_count() for v in state.varied.values())
         assert matched >= 30 and state.anchors  # near-threshold matches, anchored
         assert 0 < varied < guard.rules.budget(Algorithm.PDQ) // 2
+
+
+def test_the_operator_offers_and_answers_from_the_cli(service: Service) -> None:
+    kcsc = service.key("kcsc", Role.CONTRIBUTE)
+    service.create_list(kcsc, "known-good", kind="allow")
+    assert service.cli("lists", "share", "known-good", "NCC", "kcsc-test").returncode == 0
+    assert service.store.get_list("known-good").shared_with == ("kcsc-test", "ncc")
+    offered = json.loads(service.cli("shares", "ls", "--org", "ncc").stdout)
+    assert [(o["list"], o["state"]) for o in offered] == [("known-good", "offered")]
+    trusted = service.cli("shares", "accept", "known-good", "--org", "ncc", "--trust")
+    assert trusted.returncode == 0, trusted.stderr
+    info = service.store.get_list("known-good")
+    assert info.accepted_by == ("ncc",) and info.trusted_by == ("ncc",)
+    assert service.cli("shares", "leave", "known-good", "--org", "ncc").returncode == 0
+    assert service.store.get_list("known-good").accepted_by == ()
+    assert service.cli("shares", "accept", "known-good", "--org", "evil").returncode == 66
+    assert service.cli("lists", "unshare", "known-good", "ncc").returncode == 0
+    assert service.store.get_list("known-good").shared_with == ("kcsc-test",)
+    update = next(a for a in service.store.audit_log("known-good") if a["action"] == "list.update")
+    assert update["details"] == {
+        "old": {"shared_with": ["kcsc-test", "ncc"]},
+        "new": {"shared_with": ["kcsc-test"]},
+    }

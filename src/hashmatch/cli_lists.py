@@ -298,20 +298,8 @@ def cmd_shares_ls(args: argparse.Namespace, settings: Settings) -> int:
     from hashmatch import fields
 
     organisation = fields.organisation(args.org, "--org")
-    _print_json(
-        [
-            {
-                "list": info.name,
-                "owner": info.owner,
-                "kind": info.kind,
-                "category": info.category,
-                "state": "accepted" if organisation in info.accepted_by else "offered",
-                "trusted": organisation in info.trusted_by,
-            }
-            for info in _store(settings).lists()
-            if organisation in info.shared_with
-        ]
-    )
+    offers = [info for info in _store(settings).lists() if organisation in info.shared_with]
+    _print_json([info.offer_to(organisation) for info in offers])
     return 0
 
 

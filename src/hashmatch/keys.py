@@ -43,6 +43,7 @@ class KeyInfo:
     revoked_at: dt.datetime | None = None
     suspended_at: dt.datetime | None = None
     suspended_reason: str | None = None
+    reinstated_at: dt.datetime | None = None
 
     def allows(self, role: Role) -> bool:
         return role in self.roles or Role.ADMIN in self.roles
@@ -126,6 +127,7 @@ def _info(row: Any) -> KeyInfo:
         row["revoked_at"],
         row["suspended_at"],
         row["suspended_reason"],
+        row["reinstated_at"],
     )
 
 
@@ -189,7 +191,7 @@ def reinstate_key(store: Store, key_id: int, *, actor: str, reason: str) -> KeyI
         result = conn.execute(
             update(api_keys)
             .where(api_keys.c.id == key_id, api_keys.c.suspended_at.is_not(None))
-            .values(suspended_at=None, suspended_reason=None)
+            .values(suspended_at=None, suspended_reason=None, reinstated_at=utcnow())
         )
         if result.rowcount == 0:
             raise NotFound(f"no suspended key with id {key_id}")

@@ -108,6 +108,7 @@ class _OrganisationState:
     anchors: dict[Algorithm, _Anchors] = field(default_factory=dict)
     varied: dict[tuple[Algorithm, int], _Varied] = field(default_factory=dict)
     last_seen: float = 0.0
+    started: float = field(default_factory=time.time)  # wall clock, to compare with the store
 
 
 class ProbeGuard:
@@ -149,6 +150,14 @@ class ProbeGuard:
                 self._anchor(state, query, match, moment)
             if len(self._states) > 10_000:
                 self._forget_idle(moment)
+
+    def forgive(self, organisation: str, reviewed_at: float) -> None:
+        """Forget what was seen of ``organisation`` before ``reviewed_at`` (a wall-clock
+        time): the operator reinstated its key after looking at it."""
+        with self._lock:
+            state = self._states.get(organisation)
+            if state is not None and state.started < reviewed_at:
+                del self._states[organisation]
 
     def _accumulate(
         self, state: _OrganisationState, organisation: str, query: Hash, moment: float

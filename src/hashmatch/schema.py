@@ -149,4 +149,5 @@ api_keys = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("suspended_at", DateTime(timezone=True), nullable=True),
     Column("suspended_reason", Text, nullable=True),
+    Column("reinstated_at", DateTime(timezone=True), nullable=True),
 )

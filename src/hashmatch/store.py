@@ -113,6 +113,17 @@ class ListInfo:
             "trusted_by": seen(self.trusted_by),
         }
 
+    def offer_to(self, organisation: str) -> dict[str, Any]:
+        """The offer of this list to ``organisation``, as that organisation sees it."""
+        return {
+            "list": self.name,
+            "owner": self.owner,
+            "kind": self.kind,
+            "category": self.category,
+            "state": "accepted" if organisation in self.accepted_by else "offered",
+            "trusted": organisation in self.trusted_by,
+        }
+
     def editable(self) -> dict[str, Any]:
         """The values an owner may change, as the audit log records them."""
         return {
@@ -258,11 +269,6 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def ping(self) -> None:
-        """Raise :class:`StoreUnavailable` unless the database answers."""
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     def change_listener(self) -> ChangeListener:
         return ChangeListener(self)
 
@@ -388,7 +394,9 @@ class Store:
                 self._offer(conn, current.id, fresh, actor, now)
             cursor = self.record_change(conn, "list", current.id, 0)
             old = current.editable()
-            new = {**old, **values, **({"shared_with": list(offers)} if offers is not None else {})}
+            new = {**old, **values}
+            if offers is not None:
+                new["shared_with"] = sorted(offers)
             changed = sorted(k for k in new if new[k] != old[k])
             details = {"old": {k: old[k] for k in changed}, "new": {k: new[k] for k in changed}}
             self.audit(conn, actor, "list.update", name, {"cursor": cursor}, details=details)

@@ -9,7 +9,7 @@ nothing in the list — a mistyped reference must not look like a done withdrawa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -20,7 +20,7 @@ from hashmatch.bulk import EntryTuple, insert_entries
 from hashmatch.errors import InvalidField, NothingMatched
 from hashmatch.hashing import Hash
 from hashmatch.schema import changes, entries
-from hashmatch.store import LOOKUP_CHUNK, Store, utcnow
+from hashmatch.store import LOOKUP_CHUNK, ListInfo, Store, utcnow
 
 #: How many unmatched names a report lists (the count is always exact).
 MAX_LISTED: Final = 1_000
@@ -93,6 +93,41 @@ def _state(
     return by_reference, by_hash
 
 
+#: What an action does inside its transaction, given the list, the state of each name and
+#: the change's cursor; returns how many entries it changed.
+Apply = Callable[[Connection, ListInfo, dict[str, bool], dict[Hash, bool], int, str], int]
+
+
+def _act(
+    store: Store,
+    list_name: str,
+    *,
+    action: str,
+    change: str,
+    audited: str,
+    apply: Apply,
+    actor: str,
+    reason: str,
+    references: Sequence[object],
+    hashes: Sequence[Hash],
+) -> EntryReport:
+    reason = fields.reason(reason)
+    refs, named_hashes = _names(references, hashes)
+    info = store.get_list(list_name)
+    report = EntryReport(list_name, action)
+    with store.write_transaction() as conn:
+        by_reference, by_hash = _state(conn, info.id, refs, named_hashes)
+        _sort(report, refs, named_hashes, by_reference, by_hash, action == "revived")
+        if not by_reference and not by_hash:
+            raise NothingMatched(_nothing(list_name, report))
+        cursor = store.record_change(conn, change, info.id)
+        report.count = apply(conn, info, by_reference, by_hash, cursor, reason)
+        report.cursor = cursor
+        conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=report.count))
+        store.audit(conn, actor, audited, list_name, _counts(report), reason)
+    return report
+
+
 def withdraw(
     store: Store,
     list_name: str,
@@ -105,16 +140,15 @@ def withdraw(
     """Withdraw the live entries with these references or hashes, in one transaction.
 
     Raises :class:`NothingMatched` (and changes nothing) when no name matches any entry."""
-    reason = fields.reason(reason)
-    refs, named_hashes = _names(references, hashes)
-    info = store.get_list(list_name)
-    report = EntryReport(list_name, "withdrawn")
-    with store.write_transaction() as conn:
-        by_reference, by_hash = _state(conn, info.id, refs, named_hashes)
-        _sort(report, refs, named_hashes, by_reference, by_hash)
-        if not by_reference and not by_hash:
-            raise NothingMatched(_nothing(list_name, report))
-        cursor = store.record_change(conn, "withdraw", info.id)
+
+    def apply(
+        conn: Connection,
+        info: ListInfo,
+        by_reference: dict[str, bool],
+        by_hash: dict[Hash, bool],
+        cursor: int,
+        reason: str,
+    ) -> int:
         values = {
             "withdrawn_at": utcnow(),
             "withdrawn_by": actor,
@@ -122,13 +156,14 @@ def withdraw(
             "withdrawn_change": cursor,
         }
         live = (entries.c.list_id == info.id) & entries.c.withdrawn_at.is_(None)
+        count = 0
         live_refs = [r for r, is_live in by_reference.items() if is_live]
         for start in range(0, len(live_refs), LOOKUP_CHUNK):
             chunk = live_refs[start : start + LOOKUP_CHUNK]
             result = conn.execute(
                 update(entries).where(live & entries.c.reference.in_(chunk)).values(**values)
             )
-            report.count += result.rowcount
+            count += result.rowcount
         live_hashes = [h for h, is_live in by_hash.items() if is_live]
         for algorithm in {h.algorithm for h in live_hashes}:
             values_of = [h.value for h in live_hashes if h.algorithm is algorithm]
@@ -142,11 +177,21 @@ def withdraw(
                     )
                     .values(**values)
                 )
-                report.count += result.rowcount
-        report.cursor = cursor
-        conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=report.count))
-        store.audit(conn, actor, "entries.withdraw", list_name, _counts(report), reason)
-    return report
+                count += result.rowcount
+        return count
+
+    return _act(
+        store,
+        list_name,
+        action="withdrawn",
+        change="withdraw",
+        audited="entries.withdraw",
+        apply=apply,
+        actor=actor,
+        reason=reason,
+        references=references,
+        hashes=hashes,
+    )
 
 
 def revive(
@@ -159,32 +204,38 @@ def revive(
     hashes: Sequence[Hash] = (),
 ) -> EntryReport:
     """Bring withdrawn hashes back as new live entries (the tombstones stay, for the record)."""
-    reason = fields.reason(reason)
-    refs, named_hashes = _names(references, hashes)
-    info = store.get_list(list_name)
-    report = EntryReport(list_name, "revived")
-    with store.write_transaction() as conn:
-        by_reference, by_hash = _state(conn, info.id, refs, named_hashes)
-        # Revival is the opposite state: "already" means already live.
-        _sort(report, refs, named_hashes, by_reference, by_hash, live_is_done=False)
-        if not by_reference and not by_hash:
-            raise NothingMatched(_nothing(list_name, report))
-        cursor = store.record_change(conn, "add", info.id)
+
+    def apply(
+        conn: Connection,
+        info: ListInfo,
+        by_reference: dict[str, bool],
+        by_hash: dict[Hash, bool],
+        cursor: int,
+        _reason: str,
+    ) -> int:
         dead_refs = [r for r, is_live in by_reference.items() if not is_live]
         dead_hashes = [h for h, is_live in by_hash.items() if not is_live]
         rows = _tombstones(conn, info.id, dead_refs, dead_hashes)
         insert_entries(
             conn, rows, list_id=info.id, cursor=cursor, added_at=utcnow(), added_by=actor
         )
-        report.count = int(
-            conn.execute(
-                select(func.count()).select_from(entries).where(entries.c.added_change == cursor)
-            ).scalar_one()
-        )
-        report.cursor = cursor
-        conn.execute(update(changes).where(changes.c.cursor == cursor).values(count=report.count))
-        store.audit(conn, actor, "entries.revive", list_name, _counts(report), reason)
-    return report
+        added = conn.execute(
+            select(func.count()).select_from(entries).where(entries.c.added_change == cursor)
+        ).scalar_one()
+        return int(added)
+
+    return _act(
+        store,
+        list_name,
+        action="revived",
+        change="add",
+        audited="entries.revive",
+        apply=apply,
+        actor=actor,
+        reason=reason,
+        references=references,
+        hashes=hashes,
+    )
 
 
 def _tombstones(
@@ -231,20 +282,19 @@ def _sort(
     hashes: list[Hash],
     by_reference: dict[str, bool],
     by_hash: dict[Hash, bool],
-    *,
-    live_is_done: bool = True,
+    done_when_live: bool,
 ) -> None:
-    """File each name under unmatched, or already done (withdrawn: no live entry left;
-    revived: a live entry exists)."""
+    """File each name under unmatched, or already done: revived when it has a live entry
+    (``done_when_live``), withdrawn when it has none."""
     for reference in references:
         if reference not in by_reference:
             report.unmatched.append(reference)
-        elif by_reference[reference] != live_is_done:
+        elif by_reference[reference] == done_when_live:
             report.already.append(reference)
     for value in hashes:
         if value not in by_hash:
             report.unmatched.append(str(value))
-        elif by_hash[value] != live_is_done:
+        elif by_hash[value] == done_when_live:
             report.already.append(str(value))
 
 

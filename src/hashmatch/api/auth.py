@@ -47,7 +47,7 @@ class KeyCache:
         self._ttl = ttl
         self._lock = threading.Lock()
         self._entries: dict[bytes, tuple[float, KeyInfo | None]] = {}
-        self._suspended: set[int] = set()
+        self._suspended: dict[int, float] = {}  # key id -> when (wall clock)
 
     def cached(self, secret: str) -> tuple[bool, KeyInfo | None]:
         """``(True, info)`` when the cache still knows the key, without touching the store."""
@@ -78,13 +78,22 @@ class KeyCache:
         return info
 
     def suspend(self, key_id: int) -> None:
-        """Stop a key in this replica at once (the store has it for the others)."""
+        """Stop a key in this replica at once, before the store's record reaches the cache
+        (or if the store cannot record it), until the operator reinstates it."""
         with self._lock:
-            self._suspended.add(key_id)
+            self._suspended[key_id] = time.time()
 
     def is_suspended(self, info: KeyInfo) -> bool:
+        if info.suspended_at is not None:
+            return True
         with self._lock:
-            return info.suspended_at is not None or info.id in self._suspended
+            since = self._suspended.get(info.id)
+            if since is None:
+                return False
+            if info.reinstated_at is not None and info.reinstated_at.timestamp() > since:
+                del self._suspended[info.id]
+                return False
+            return True
 
 
 async def _authenticate(scope: Scope) -> KeyInfo:
@@ -111,6 +120,9 @@ async def _authenticate(scope: Scope) -> KeyInfo:
             "this key is suspended until the operator reinstates it"
             + (f": {info.suspended_reason}" if info.suspended_reason else "")
         )
+    if info.reinstated_at is not None:
+        # The operator reviewed the organisation's probe: this replica's memory of it goes.
+        state.probes.forgive(info.organisation, info.reinstated_at.timestamp())
     buckets: TokenBuckets = state.rate_limits
     buckets.take(info.id)
     return info

@@ -7,6 +7,7 @@ operator's, from the CLI.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +22,7 @@ from hashmatch.formats_in import HashRow, RowError, entry_row, read_hash_set
 from hashmatch.keys import KeyInfo, Role
 from hashmatch.policy import can_match, can_see
 from hashmatch.store import ListInfo, Store
-from hashmatch.withdrawals import revive, withdraw
+from hashmatch.withdrawals import EntryReport, revive, withdraw
 
 router = APIRouter(prefix="/v1", tags=["lists"])
 #: Ids and cursors are 64-bit signed integers in both databases; a larger one names nothing.
@@ -125,6 +126,22 @@ async def add_entries(name: str, request: Request, key: Contributor) -> dict[str
     return await run_in_threadpool(import_file)
 
 
+def _entry_action(
+    act: Callable[..., EntryReport], name: str, body: WithdrawIn, request: Request, key: KeyInfo
+) -> dict[str, Any]:
+    store = _store(request)
+    _owned(store, name, key)
+    report = act(
+        store,
+        name,
+        actor=key.actor,
+        reason=body.reason,
+        references=body.references,
+        hashes=parse_hashes(body.hashes),
+    )
+    return report.as_dict()
+
+
 @router.post(
     "/lists/{name}/withdrawals",
     summary="Withdraw entries by reference or hash",
@@ -135,17 +152,7 @@ def withdraw_entries(
 ) -> dict[str, Any]:
     """What happened to each name: withdrawn, already withdrawn, or matching nothing (404
     when nothing at all matched; then nothing changed)."""
-    store = _store(request)
-    _owned(store, name, key)
-    report = withdraw(
-        store,
-        name,
-        actor=key.actor,
-        reason=body.reason,
-        references=body.references,
-        hashes=parse_hashes(body.hashes),
-    )
-    return report.as_dict()
+    return _entry_action(withdraw, name, body, request, key)
 
 
 @router.post(
@@ -156,17 +163,7 @@ def withdraw_entries(
 def revive_entries(
     name: str, body: WithdrawIn, request: Request, key: Contributor
 ) -> dict[str, Any]:
-    store = _store(request)
-    _owned(store, name, key)
-    report = revive(
-        store,
-        name,
-        actor=key.actor,
-        reason=body.reason,
-        references=body.references,
-        hashes=parse_hashes(body.hashes),
-    )
-    return report.as_dict()
+    return _entry_action(revive, name, body, request, key)
 
 
 @router.get("/lists/{name}/entries", summary="Entries of a list, page by page")

@@ -23,14 +23,7 @@ Admin = Annotated[KeyInfo, Depends(require(Role.ADMIN))]
 
 
 def _share(info: ListInfo, organisation: str) -> ShareOut:
-    return ShareOut(
-        list=info.name,
-        owner=info.owner,
-        kind=info.kind,
-        category=info.category,
-        state="accepted" if organisation in info.accepted_by else "offered",
-        trusted=organisation in info.trusted_by,
-    )
+    return ShareOut(**info.offer_to(organisation))
 
 
 def _offered(store: Store, name: str, organisation: str) -> ListInfo:

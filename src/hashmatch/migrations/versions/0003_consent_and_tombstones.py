@@ -40,6 +40,7 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("suspended_reason", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("reinstated_at", sa.DateTime(timezone=True), nullable=True))
     # Organisation names are case-insensitive from now on: fold the ones that do not collide.
     op.execute(
         "UPDATE organisations SET name = lower(name) WHERE name <> lower(name) "
@@ -49,6 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
+        batch_op.drop_column("reinstated_at")
         batch_op.drop_column("suspended_reason")
         batch_op.drop_column("suspended_at")
     with op.batch_alter_table("audit", schema=None) as batch_op:
