@@ -23,6 +23,7 @@ from hashmatch.verdict import Hit, Verdict, decide
 Item = Sequence[tuple[Hash, str | None]]
 
 MAX_LIST_FILTER: Final = 1_000
+NO_MATCH: Final = Verdict(False, (), ())
 
 
 def matchable_lists(
@@ -89,6 +90,7 @@ def lookup(
             )
             for match in matches
         ]
-        verdicts.append(decide(hits, by_id))
+        # Most items of a batch hit nothing: they share one verdict.
+        verdicts.append(decide(hits, by_id) if hits else NO_MATCH)
         start = stop
     return verdicts
