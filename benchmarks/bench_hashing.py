@@ -29,10 +29,10 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import image_files, photo_dir
-from hashmatch.hashing import Algorithm, Hash, hash_bytes
 from hashmatch.media import HASH_SIDE
+from hashmatch.signals import MD5, PDQ, PHASH, Hash, hash_bytes
 
-ALGORITHMS = (Algorithm.PDQ, Algorithm.PHASH, Algorithm.MD5)
+ALGORITHMS = (PDQ, PHASH, MD5)
 
 
 def _pdq_hex(pixels: np.ndarray) -> str:
@@ -158,7 +158,7 @@ def main() -> None:
         "mean_bytes": statistics.fmean(len(d) for d in datas),
         "formats": sorted(formats),
         "rounds": args.rounds,
-        "algorithms": [a.value for a in ALGORITHMS],
+        "algorithms": [a.name for a in ALGORITHMS],
         "threads": 1,
         "python": platform.python_version(),
         "pillow": PIL.__version__,

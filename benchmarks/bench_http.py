@@ -5,7 +5,7 @@ the queried hashes absent) and drives it from threads of this process: the clien
 machine's cores with the server, as a co-located load generator would.
 
 Baseline, in the same run: the same work done in this process with no HTTP at all (one thread,
-the service's own ``Matcher`` over the same database, the same hashing path). The ratio
+the service's own match state over the same database, the same hashing path). The ratio
 ``http / (in_process x workers)`` is the share of the machine's matching capacity that reaches
 clients over HTTP.
 
@@ -32,13 +32,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from hashmatch.formats_in import read_hash_set
-from hashmatch.hashing import Hash, query_hashes
-from hashmatch.keys import Role, create_key
-from hashmatch.lookup import lookup, matchable_lists
-from hashmatch.matcher import Matcher
-from hashmatch.probes import ProbeGuard
-from hashmatch.store import Store, database_url
+from hashmatch.hashsets.read import read_hash_set
+from hashmatch.matching.follower import Follower
+from hashmatch.matching.lookup import lookup, matchable_lists
+from hashmatch.matching.probes import ProbeGuard
+from hashmatch.signals import Hash, Query, query_hashes
+from hashmatch.store import Role, Store, database_url
 
 
 def _client() -> httpx.Client:
@@ -161,11 +160,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="hashmatch-bench-"))
     data_dir = folder / "index"
     store = Store.open(database_url(data_dir, None))
-    store.create_list("big", owner="bench", category="csam", actor="bench")
+    store.lists.create("big", owner="bench", category="csam", actor="bench")
     codes = rng.integers(0, 256, size=(args.entries, 32), dtype=np.uint8)
     text = "".join(f"pdq {c.tobytes().hex()}\n" for c in codes).encode()
-    store.import_rows("big", read_hash_set(io.BytesIO(text)), actor="bench")
-    _, secret = create_key(store, "bench", frozenset({Role.MATCH}), actor="bench")
+    store.entries.import_rows("big", read_hash_set(io.BytesIO(text)), actor="bench")
+    _, secret = store.keys.create("bench", frozenset({Role.MATCH}), actor="bench")
     store.close()
     auth = {"Authorization": f"Bearer {secret}"}
 
@@ -289,12 +288,13 @@ def baseline_in_process(
     rng: np.random.Generator,
     seconds: float,
 ) -> dict[str, float]:
-    """The same matching without HTTP: the service's Matcher and lookup (lists, probe check,
+    """The same matching without HTTP: the service's match state and lookup (lists, probe check,
     verdicts), one thread, this process."""
     store = Store.open(database_url(data_dir, None))
     try:
-        matcher = Matcher(store)
-        matcher.load()
+        follower = Follower(store)
+        follower.load()
+        matcher = follower.state
         lists = matchable_lists(matcher, "bench")
         guard = ProbeGuard()
 
@@ -302,7 +302,7 @@ def baseline_in_process(
             present = codes[rng.integers(0, len(codes), 100)]
             absent = rng.integers(0, 256, size=(900, 32), dtype=np.uint8)
             hashes = [Hash.from_hex("pdq", c.tobytes().hex()) for c in np.vstack([present, absent])]
-            items = [[(value, None)] for value in hashes]
+            items = [[Query(value)] for value in hashes]
             lookup(matcher, items, organisation="bench", lists=lists, guard=guard)
             return len(hashes)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import create_engine, text
 
-from hashmatch.formats_in import read_hash_set
-from hashmatch.hashing import Algorithm, Hash
-from hashmatch.matcher import Matcher
+from hashmatch.hashsets.read import read_hash_set
+from hashmatch.matching.follower import Follower
+from hashmatch.signals import PDQ, Hash
 from hashmatch.store import Store
 
 POSTGRES = os.environ.get(
@@ -37,16 +37,15 @@ POSTGRES = os.environ.get(
 WRITER = """
 import sys, time, io
 from hashmatch.store import Store
-from hashmatch.formats_in import read_hash_set
-from hashmatch.withdrawals import withdraw
+from hashmatch.hashsets.read import read_hash_set
 store = Store.open(sys.argv[1])
 for line in sys.stdin:
     verb, value = line.split()
     if verb == "add":
         rows = read_hash_set(io.BytesIO(f"pdq {value} {value}\\n".encode()))
-        store.import_rows("fresh", rows, actor="bench")
+        store.entries.import_rows("fresh", rows, actor="bench")
     else:
-        withdraw(store, "fresh", actor="bench", reason="bench", references=[value])
+        store.withdrawals.withdraw("fresh", actor="bench", reason="bench", references=[value])
     print(time.time(), flush=True)
 """
 
@@ -84,10 +83,10 @@ def drop_database(url: str) -> None:
     admin.dispose()
 
 
-def time_until_match(matcher: Matcher, value: str, present: bool, timeout: float = 5.0) -> float:
+def time_until_match(matcher: Follower, value: str, present: bool, timeout: float = 5.0) -> float:
     query = [Hash.from_hex("pdq", value)]
     while True:
-        if bool(matcher.match(query)[0]) == present:
+        if bool(matcher.state.match(query)[0]) == present:
             return time.time()
         if timeout <= 0:
             raise TimeoutError(value)
@@ -97,8 +96,8 @@ def time_until_match(matcher: Matcher, value: str, present: bool, timeout: float
 
 def freshness(url: str, rounds: int, poll: float) -> dict[str, float]:
     store = Store.open(url)
-    store.create_list("fresh", owner="bench", category="other", actor="bench")
-    follower = Matcher(store)
+    store.lists.create("fresh", owner="bench", category="other", actor="bench")
+    follower = Follower(store)
     follower.load()
     follower.start(poll_seconds=poll)
     writer = subprocess.Popen(
@@ -137,10 +136,10 @@ def bench_backend(
         url = fresh_database(backend, Path(folder))
         try:
             store = Store.open(url)
-            store.create_list("big", owner="bench", category="csam", actor="bench")
+            store.lists.create("big", owner="bench", category="csam", actor="bench")
             start = time.perf_counter()
             with csv_path.open("rb") as stream:
-                report = store.import_rows("big", read_hash_set(stream), actor="bench")
+                report = store.entries.import_rows("big", read_hash_set(stream), actor="bench")
             import_s = time.perf_counter() - start
             assert report.added == rows, report.as_dict()
             store.close()
@@ -148,16 +147,16 @@ def bench_backend(
             snapshots = Path(folder) / "snapshots"
             probe = [Hash.from_hex("pdq", sample[3])]
             start = time.perf_counter()
-            restarted = Matcher(Store.open(url), snapshots)
+            restarted = Follower(Store.open(url), snapshots)
             restarted.load()
-            assert restarted.match(probe)[0]
+            assert restarted.state.match(probe)[0]
             from_database_s = time.perf_counter() - start
             restarted.save_snapshot()
             restarted.store.close()
             start = time.perf_counter()
-            again = Matcher(Store.open(url), snapshots)
+            again = Follower(Store.open(url), snapshots)
             again.load()
-            assert again.match(probe)[0] and again.size(Algorithm.PDQ) == rows
+            assert again.state.match(probe)[0] and again.state.size(PDQ) == rows
             from_snapshot_s = time.perf_counter() - start
             again.store.close()
             result: dict[str, object] = {

@@ -6,7 +6,7 @@ compared with the hash of every original:
 
 - ``pdq_hma``: PDQ as Meta's HMA computes it (full-resolution RGB, one hash, no variants);
 - ``phash``: imagehash's pHash, one hash;
-- ``hashmatch``: the service's query path (:func:`hashmatch.hashing.query_hashes`): PDQ of the
+- ``hashmatch``: the service's query path (:func:`hashmatch.signals.query_hashes`): PDQ of the
   8 rotations and flips and of the picture inside a frame; the distance to an original is the
   smallest over those variants, so every variant's false positives are counted.
 
@@ -41,16 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 from corpus import image_files
 from hashmatch.errors import HashmatchError
-from hashmatch.hashing import (
-    VARIANT_PENALTY,
-    Algorithm,
-    hash_bytes,
-    is_variant,
-    pdq_of_image,
-    phash_of_image,
-    query_hashes,
-)
-from hashmatch.store import DEFAULT_THRESHOLDS
+from hashmatch.signals import PDQ, PHASH, VARIANT_PENALTY, hash_bytes, query_hashes
 from transforms import TARGETS, TRANSFORMS, upload
 
 PIPELINES = ("pdq_hma", "phash", "hashmatch")
@@ -63,8 +54,7 @@ SEED = 20261129
 
 
 def default_threshold(pipeline: str) -> int:
-    algorithm = Algorithm.PHASH if pipeline == "phash" else Algorithm.PDQ
-    return int(DEFAULT_THRESHOLDS[algorithm.value])
+    return (PHASH if pipeline == "phash" else PDQ).default_threshold
 
 
 # --- hashing (in worker processes) ------------------------------------------------------------
@@ -73,23 +63,23 @@ def default_threshold(pipeline: str) -> int:
 def _pdq_hma(data: bytes) -> bytes:
     """HMA: the whole image decoded to RGB at full resolution, EXIF ignored, one PDQ (the
     service's PDQ of the pixels as given, without its reference-exact preparation)."""
-    return pdq_of_image(Image.open(io.BytesIO(data)).convert("RGB")).value
+    return PDQ.hash_image(Image.open(io.BytesIO(data)).convert("RGB")).value
 
 
 def _phash(data: bytes) -> bytes:
-    return phash_of_image(Image.open(io.BytesIO(data))).value
+    return PHASH.hash_image(Image.open(io.BytesIO(data))).value
 
 
-Query = list[tuple[bytes, int]]  # each hash of one upload, with the bits its match must beat
+Probe = list[tuple[bytes, int]]  # each hash of one upload, with the bits its match must beat
 
 
-def _hashmatch_query(data: bytes) -> Query:
+def _hashmatch_query(data: bytes) -> Probe:
     """The service's PDQ query hashes; variants pay the service's penalty, as they do there."""
     _, queries = query_hashes(data)
     return [
-        (h.value, VARIANT_PENALTY if is_variant(variant) else 0)
-        for h, variant in queries
-        if h.algorithm is Algorithm.PDQ
+        (q.hash.value, VARIANT_PENALTY if q.penalised else 0)
+        for q in queries
+        if q.hash.algorithm is PDQ
     ]
 
 
@@ -118,9 +108,9 @@ def _hash_photo(index: int, path: str, transforms: Sequence[str]) -> dict[str, A
     stored = {
         "pdq_hma": _pdq_hma(original),
         "phash": _phash(original),
-        "hashmatch": hash_bytes(original, [Algorithm.PDQ])[0].value,
+        "hashmatch": hash_bytes(original, [PDQ])[0].value,
     }
-    queries: dict[str, dict[str, Query]] = {}
+    queries: dict[str, dict[str, Probe]] = {}
     for position, name in enumerate(transforms):
         rng = np.random.default_rng([SEED, index, position])
         data = upload(image, name, rng)
@@ -140,7 +130,7 @@ def _words(codes: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(codes), dtype=np.uint64).reshape(len(codes), -1)
 
 
-def distance_matrix(queries: list[Query], stored: list[bytes]) -> np.ndarray:
+def distance_matrix(queries: list[Probe], stored: list[bytes]) -> np.ndarray:
     """(n, n): the smallest distance (plus its penalty) from any variant of query i to
     original j: matching at threshold t is then ``distance <= t``, as in the service."""
     stored_words = _words(stored)

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from dbs import database
 from hashmatch.api.app import create_app
+from hashmatch.api.deps import Services, services_of
 from hashmatch.config import Settings
-from hashmatch.keys import Role, create_key
-from hashmatch.matcher import Matcher
-from hashmatch.store import Store
+from hashmatch.matching.state import MatchState
+from hashmatch.store import Role, Store
 
 
 class Service:
@@ -29,16 +29,22 @@ class Service:
         self.url = url
 
     def key(self, org: str, *roles: Role) -> dict[str, str]:
-        _, secret = create_key(self.store, org, frozenset(roles), actor="test")
+        _, secret = self.store.keys.create(org, frozenset(roles), actor="test")
         return {"Authorization": f"Bearer {secret}"}
 
     @property
-    def matcher(self) -> Matcher:
-        matcher: Matcher = self.client.app.state.matcher  # type: ignore[attr-defined]
-        return matcher
+    def services(self) -> Services:
+        return services_of(self.client.app)
+
+    @property
+    def matcher(self) -> MatchState:
+        follower = self.services.follower
+        assert follower is not None
+        return follower.state
 
     def follow(self) -> None:
-        self.matcher.refresh()
+        assert self.services.follower is not None
+        self.services.follower.refresh()
 
     def post(
         self, path: str, key: dict[str, str], headers: dict[str, str] | None = None, **kwargs: Any

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import encode, natural_image
+from hashmatch import signals
 from hashmatch.cli import EXIT_CODES, exit_code_for
 from hashmatch.errors import ConfigError, CorruptMedia, UnknownAlgorithm
-from hashmatch.hashing import Algorithm, hash_bytes
+from hashmatch.signals import hash_bytes
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -53,7 +54,7 @@ def test_jsonl_recurses_and_matches_library(photo_tree: Path) -> None:
     assert paths == [p for p in GOOD for _ in range(4)]  # hidden entries skipped, order stable
     for record in records:
         data = Path(record["path"]).read_bytes()
-        (expected,) = hash_bytes(data, [Algorithm(record["algorithm"])])
+        (expected,) = hash_bytes(data, [signals.get(record["algorithm"])])
         assert record["hash"] == expected.hex
         assert record["bytes"] == len(data)
         assert record["quality"] == expected.quality
@@ -111,7 +112,7 @@ def test_tx_lines_and_output_file(photo_tree: Path, tmp_path: Path) -> None:
     assert len(lines) == 6
     expected_order = [(p, a) for p in GOOD for a in ("pdq", "md5")]
     for line, (name, algorithm) in zip(lines, expected_order, strict=True):
-        (expected,) = hash_bytes((photo_tree / name).read_bytes(), [Algorithm(algorithm)])
+        (expected,) = hash_bytes((photo_tree / name).read_bytes(), [signals.get(algorithm)])
         assert line == f"{algorithm} {expected.hex}"
 
 

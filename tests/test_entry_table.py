@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hashmatch.entry_table import EntryMeta, EntryTable
+from hashmatch.matching.entry_table import EntryMeta, EntryTable
 
 
 def rows() -> list[tuple[int, int, str | None, str]]:

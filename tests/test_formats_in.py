@@ -15,15 +15,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 from conftest import encode, natural_image
-from hashmatch.formats import Format
-from hashmatch.formats_in import (
+from hashmatch import signals
+from hashmatch.hashsets.read import (
     HashRow,
     InputFormat,
     RowError,
     detect_format,
     read_hash_set,
 )
-from hashmatch.hashing import Algorithm, Hash
+from hashmatch.hashsets.write import Format
+from hashmatch.signals import Hash, SignalType
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -37,7 +38,7 @@ def read(
     data: bytes | str,
     *,
     input_format: InputFormat | None = None,
-    default_algorithm: Algorithm | None = None,
+    default_algorithm: SignalType | None = None,
     max_line_bytes: int = 1 << 20,
 ) -> list[Result]:
     raw = data.encode() if isinstance(data, str) else data
@@ -200,10 +201,10 @@ def test_csv_without_algorithm_column_needs_a_default() -> None:
     assert brief(read(data)) == [
         (2, "missing algorithm (give an algorithm column/key or --algorithm)")
     ]
-    assert brief(read(data, default_algorithm=Algorithm.MD5)) == [(2, f"md5:{MD5}", "r1", ())]
+    assert brief(read(data, default_algorithm=signals.MD5)) == [(2, f"md5:{MD5}", "r1", ())]
     # An empty algorithm cell falls back to the default; a named one wins over it.
     data = f"algorithm,hash\n,{MD5}\npdq,{PDQ}\n"
-    assert brief(read(data, default_algorithm=Algorithm.MD5)) == [
+    assert brief(read(data, default_algorithm=signals.MD5)) == [
         (2, f"md5:{MD5}", None, ()),
         (3, f"pdq:{PDQ}", None, ()),
     ]
@@ -249,7 +250,7 @@ def test_jsonl_rows_and_errors_with_line_numbers() -> None:
             "line 1 column 2 (char 1)",
         ),
     ]
-    assert brief(read(json.dumps({"hash": MD5}), default_algorithm=Algorithm.MD5)) == [
+    assert brief(read(json.dumps({"hash": MD5}), default_algorithm=signals.MD5)) == [
         (1, f"md5:{MD5}", None, ())
     ]
 
@@ -300,7 +301,7 @@ def test_tx_rows_and_errors_with_line_numbers() -> None:
 
 def test_tx_bare_hashes_with_default_algorithm() -> None:
     data = f"{MD5}\n{MD5} my ref\npdq {PDQ}\n{MD5[:-2]}zz\n"
-    assert brief(read(data, default_algorithm=Algorithm.MD5)) == [
+    assert brief(read(data, default_algorithm=signals.MD5)) == [
         (1, f"md5:{MD5}", None, ()),
         (2, f"md5:{MD5}", "my ref", ()),
         (3, f"pdq:{PDQ}", None, ()),
@@ -314,7 +315,7 @@ def test_tx_bare_hashes_with_default_algorithm() -> None:
 def test_hashes_equal_the_projects_own_parse() -> None:
     (row,) = read(f"pdq {PDQ.upper()}")
     assert isinstance(row, HashRow)
-    assert row.hash == Hash.from_hex(Algorithm.PDQ, PDQ)
+    assert row.hash == Hash.from_hex(signals.PDQ, PDQ)
     assert row.hash.quality is None
 
 
@@ -401,9 +402,9 @@ def _garbage() -> list[bytes]:
 
 
 @pytest.mark.parametrize("input_format", [None, Format.CSV, Format.JSONL, Format.TX])
-@pytest.mark.parametrize("default", [None, Algorithm.PDQ])
+@pytest.mark.parametrize("default", [None, signals.PDQ])
 def test_binary_garbage_gives_only_row_errors(
-    input_format: InputFormat | None, default: Algorithm | None
+    input_format: InputFormat | None, default: SignalType | None
 ) -> None:
     for data in _garbage():
         results = read(data, input_format=input_format, default_algorithm=default)

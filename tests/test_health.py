@@ -23,9 +23,8 @@ from conftest import random_hexes
 from dbs import database
 from hashmatch.api.app import create_app
 from hashmatch.config import Settings
-from hashmatch.keys import Role, create_key
-from hashmatch.migrate import alembic_config
-from hashmatch.store import Store
+from hashmatch.store import Role, Store
+from hashmatch.store.migrate import alembic_config
 from tcpproxy import TcpProxy
 from test_e2e import free_port
 
@@ -54,9 +53,9 @@ def test_an_unreachable_database_is_reported_and_matching_goes_on(
     url, proxy = proxied_postgres
     settings = Settings(data_dir=tmp_path / "index", database_url=url)
     store = Store.open(url)
-    _, secret = create_key(store, "kcsc", frozenset({Role.MATCH, Role.CONTRIBUTE}), actor="t")
-    _, unseen = create_key(store, "kcsc", frozenset({Role.MATCH}), actor="t")
-    store.create_list("l", owner="kcsc", category="ncii", actor="t")
+    _, secret = store.keys.create("kcsc", frozenset({Role.MATCH, Role.CONTRIBUTE}), actor="t")
+    _, unseen = store.keys.create("kcsc", frozenset({Role.MATCH}), actor="t")
+    store.lists.create("l", owner="kcsc", category="ncii", actor="t")
     value = random_hexes(1, seed=1)[0]
     store.close()
     key = {"Authorization": f"Bearer {secret}"}

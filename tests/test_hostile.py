@@ -34,10 +34,9 @@ from PIL import Image
 
 from conftest import encode, natural_image, random_hexes
 from dbs import BACKENDS, database
-from hashmatch.formats_in import HashRow, RowError
-from hashmatch.hashing import Algorithm, Hash
-from hashmatch.keys import Role, create_key
-from hashmatch.store import Store
+from hashmatch.hashsets.read import HashRow, RowError
+from hashmatch.signals import MD5, PDQ, Hash
+from hashmatch.store import Role, Store
 from test_e2e import free_port
 
 MB: Final = 1 << 20
@@ -159,25 +158,25 @@ def _prepare(url: str) -> dict[str, str]:
     store = Store.open(url)
     try:
         keys = {
-            "admin": create_key(store, "alpha", frozenset(Role), actor="hostile")[1],
-            "match": create_key(store, "alpha", frozenset({Role.MATCH}), actor="hostile")[1],
-            "beta": create_key(store, "beta", frozenset(Role), actor="hostile")[1],
+            "admin": store.keys.create("alpha", frozenset(Role), actor="hostile")[1],
+            "match": store.keys.create("alpha", frozenset({Role.MATCH}), actor="hostile")[1],
+            "beta": store.keys.create("beta", frozenset(Role), actor="hostile")[1],
         }
         for name in ("base", "scratch", "cut", "echo"):
-            store.create_list(name, owner="alpha", category="ncii", actor="hostile")
-        store.create_list("beta-private", owner="beta", category="csam", actor="hostile")
-        store.create_list(
+            store.lists.create(name, owner="alpha", category="ncii", actor="hostile")
+        store.lists.create("beta-private", owner="beta", category="csam", actor="hostile")
+        store.lists.create(
             "beta-offer", owner="beta", category="csam", actor="hostile", shared_with=["alpha"]
         )
         rows: list[HashRow | RowError] = [
-            HashRow(n, Hash.from_hex(Algorithm.PDQ, value), f"base-{n}", ("seed",))
+            HashRow(n, Hash.from_hex(PDQ, value), f"base-{n}", ("seed",))
             for n, value in enumerate(BASE_HEXES, 1)
         ]
-        rows.append(HashRow(len(rows) + 1, Hash.from_hex(Algorithm.MD5, BASE_MD5), "base-md5"))
-        report = store.import_rows("base", rows, actor="hostile")
+        rows.append(HashRow(len(rows) + 1, Hash.from_hex(MD5, BASE_MD5), "base-md5"))
+        report = store.entries.import_rows("base", rows, actor="hostile")
         assert report.added == len(BASELINE)
-        beta = [HashRow(1, Hash.from_hex(Algorithm.PDQ, NEW_HEXES[-1]), "beta-1")]
-        store.import_rows("beta-private", beta, actor="hostile")
+        beta = [HashRow(1, Hash.from_hex(PDQ, NEW_HEXES[-1]), "beta-1")]
+        store.entries.import_rows("beta-private", beta, actor="hostile")
     finally:
         store.close()
     return keys

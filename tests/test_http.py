@@ -14,33 +14,17 @@ from PIL import Image
 
 from conftest import encode, natural_image
 from hashmatch.api.app import create_app
-from hashmatch.api.auth import KeyCache
+from hashmatch.api.keycache import KeyCache
 from hashmatch.config import Settings
-from hashmatch.hashing import Algorithm, hash_bytes
-from hashmatch.keys import Role, create_key, revoke_key
-from hashmatch.store import Store, database_url
-
-
-class Service:
-    def __init__(self, client: TestClient, store: Store) -> None:
-        self.client = client
-        self.store = store
-
-    def key(self, org: str, *roles: Role) -> dict[str, str]:
-        _, secret = create_key(self.store, org, frozenset(roles), actor="test")
-        return {"Authorization": f"Bearer {secret}"}
-
-    def follow(self) -> None:
-        self.client.app.state.matcher.refresh()  # type: ignore[attr-defined]
+from hashmatch.signals import PDQ, hash_bytes
+from hashmatch.store import Role, Store, database_url
+from services import Service, running_service
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    settings = Settings(data_dir=tmp_path / "index", max_upload_bytes=2_000_000)
-    store = Store.open(database_url(settings.data_dir, None))
-    with TestClient(create_app(settings, load_in_background=False)) as client:
-        yield Service(client, store)
-    store.close()
+    with running_service("sqlite", tmp_path) as running:
+        yield running
 
 
 def photo(seed: int = 1) -> bytes:
@@ -73,7 +57,7 @@ def test_roles_and_organisations(service: Service) -> None:
     assert created.status_code == 201 and created.json()["owner"] == "kcsc"
     assert service.client.get("/v1/lists/ncii-kr", headers=ncc).status_code == 404
     assert service.client.get("/v1/lists", headers=ncc).json() == []
-    value = hash_bytes(photo(), [Algorithm.PDQ])[0]
+    value = hash_bytes(photo(), [PDQ])[0]
     added = service.client.post(
         "/v1/lists/ncii-kr/entries",
         json={"entries": [{"algorithm": "pdq", "hash": value.hex, "reference": "case-7"}]},
@@ -113,7 +97,7 @@ def test_image_matching_variants_and_withdrawal(service: Service) -> None:
     key = service.key("kcsc", Role.CONTRIBUTE, Role.MATCH)
     service.client.post("/v1/lists", json={"name": "l", "category": "ncii"}, headers=key)
     original = photo(3)
-    (value,) = hash_bytes(original, [Algorithm.PDQ])
+    (value,) = hash_bytes(original, [PDQ])
     service.client.post(
         "/v1/lists/l/entries",
         json={"entries": [{"algorithm": "pdq", "hash": value.hex, "reference": "r1"}]},
@@ -156,7 +140,7 @@ def test_image_matching_variants_and_withdrawal(service: Service) -> None:
 def test_allow_list_hit_suppresses_block_hits(service: Service) -> None:
     key = service.key("org", Role.CONTRIBUTE, Role.MATCH)
     image = photo(5)
-    (value,) = hash_bytes(image, [Algorithm.PDQ])
+    (value,) = hash_bytes(image, [PDQ])
     for name, kind in (("block", "block"), ("known-good", "allow")):
         service.client.post(
             "/v1/lists", json={"name": name, "category": "csam", "kind": kind}, headers=key
@@ -259,13 +243,13 @@ def test_metrics_changes_and_no_media_written(service: Service, tmp_path: Path) 
 
 def test_a_revoked_key_stops_working_when_its_cache_entry_expires(tmp_path: Path) -> None:
     store = Store.open(database_url(tmp_path / "index", None))
-    info, secret = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
+    info, secret = store.keys.create("org", frozenset({Role.MATCH}), actor="t")
     remembered, expiring = KeyCache(store, ttl=3600), KeyCache(store, ttl=0.05)
     stored = remembered.lookup(secret)
     assert stored is not None and stored.id == info.id and stored.organisation == "org"
     assert expiring.lookup(secret) == stored
     assert remembered.cached(secret) == (True, stored)
-    revoke_key(store, info.id, actor="t")
+    store.keys.revoke(info.id, actor="t")
     time.sleep(0.1)
     assert remembered.cached(secret) == (True, stored)  # within its time to live
     assert expiring.cached(secret) == (False, None)
@@ -278,8 +262,8 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "index", rate_limit=1.0, rate_burst=3)
     store = Store.open(database_url(settings.data_dir, None))
     with TestClient(create_app(settings, load_in_background=False)) as client:
-        _, secret = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
-        _, other = create_key(store, "org", frozenset({Role.MATCH}), actor="t")
+        _, secret = store.keys.create("org", frozenset({Role.MATCH}), actor="t")
+        _, other = store.keys.create("org", frozenset({Role.MATCH}), actor="t")
         statuses = [
             client.get("/v1/lists", headers={"Authorization": f"Bearer {secret}"}).status_code
             for _ in range(5)

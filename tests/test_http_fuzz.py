@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from hashmatch.api.app import create_app
 from hashmatch.config import Settings
-from hashmatch.keys import Role, create_key
-from hashmatch.store import Store, database_url
+from hashmatch.store import Role, Store, database_url
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -26,7 +25,7 @@ JSON = st.recursive(
 def test_no_request_gets_a_500(tmp_path: Path) -> None:
     app_settings = Settings(data_dir=tmp_path / "index", rate_limit=1e6, rate_burst=1_000_000)
     store = Store.open(database_url(app_settings.data_dir, None))
-    _, secret = create_key(store, "org", frozenset(Role), actor="t")
+    _, secret = store.keys.create("org", frozenset(Role), actor="t")
     auth = {"Authorization": f"Bearer {secret}"}
     with TestClient(create_app(app_settings, load_in_background=False)) as client:
         client.post("/v1/lists", json={"name": "l", "category": "csam"}, headers=auth)

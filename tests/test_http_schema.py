@@ -17,14 +17,13 @@ from schemathesis.core.result import Ok
 
 from hashmatch.api.app import create_app
 from hashmatch.config import Settings
-from hashmatch.keys import Role, create_key
-from hashmatch.store import Store, database_url
+from hashmatch.store import Role, Store, database_url
 
 
 def test_generated_requests_never_get_a_500(tmp_path: Path) -> None:
     app_settings = Settings(data_dir=tmp_path / "index", rate_limit=1e6, rate_burst=1_000_000)
     store = Store.open(database_url(app_settings.data_dir, None))
-    _, secret = create_key(store, "org", frozenset(Role), actor="t")
+    _, secret = store.keys.create("org", frozenset(Role), actor="t")
     auth = {"Authorization": f"Bearer {secret}"}
     app = create_app(app_settings, load_in_background=False)
     statuses: Counter[int] = Counter()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from dbs import BACKENDS, database
-from hashmatch.hashing import Algorithm
-from hashmatch.matcher import Matcher
+from hashmatch.matching.follower import Follower
+from hashmatch.signals import PDQ
 from hashmatch.store import Store
 
 
@@ -43,7 +43,7 @@ def write_csv(path: Path, count: int, seed: int = 0) -> None:
 
 def test_kill_9_mid_import_leaves_all_or_nothing(url: str, tmp_path: Path) -> None:
     store = Store.open(url)
-    store.create_list("l", owner="o", category="csam", actor="t")
+    store.lists.create("l", owner="o", category="csam", actor="t")
     big = tmp_path / "big.csv"
     write_csv(big, 300_000)
     process = subprocess.Popen(
@@ -59,11 +59,11 @@ def test_kill_9_mid_import_leaves_all_or_nothing(url: str, tmp_path: Path) -> No
     assert still_running, "the import finished before it could be killed; make it bigger"
 
     reopened = Store.open(url)
-    live = sum(1 for _ in reopened.entries("l"))
+    live = sum(1 for _ in reopened.entries.listed("l"))
     assert live in (0, 300_000)
-    matcher = Matcher(reopened)
+    matcher = Follower(reopened)
     matcher.load()
-    assert matcher.size(Algorithm.PDQ) == live
+    assert matcher.state.size(PDQ) == live
     # nothing is left locked: the next import goes through
     small = tmp_path / "small.csv"
     write_csv(small, 10, seed=1)
@@ -95,8 +95,8 @@ def test_malformed_files_are_reported_and_change_nothing(
     url: str, tmp_path: Path, name: str
 ) -> None:
     store = Store.open(url)
-    store.create_list("l", owner="o", category="csam", actor="t")
-    before = store.latest_cursor()
+    store.lists.create("l", owner="o", category="csam", actor="t")
+    before = store.changes.latest()
     path = tmp_path / f"{name}.txt"
     path.write_bytes(MALFORMED[name])
     result = subprocess.run(
@@ -110,16 +110,16 @@ def test_malformed_files_are_reported_and_change_nothing(
     report = json.loads(result.stdout)
     assert report["added"] == 0 and report["rejected"] >= 1
     assert all(e["line"] >= 1 and e["reason"] for e in report["errors"])
-    assert list(store.entries("l", include_withdrawn=True)) == []
+    assert list(store.entries.listed("l", include_withdrawn=True)) == []
     # the empty import is still a logged, audited operation; the list itself is unchanged
-    assert store.get_list("l").enabled and store.latest_cursor() == before + 1
+    assert store.lists.get("l").enabled and store.changes.latest() == before + 1
     store.close()
 
 
 def test_a_two_gigabyte_line_is_one_bad_row(tmp_path: Path) -> None:
     with database("sqlite", tmp_path) as url:
         store = Store.open(url)
-        store.create_list("l", owner="o", category="csam", actor="t")
+        store.lists.create("l", owner="o", category="csam", actor="t")
         path = tmp_path / "huge-line.txt"
         with path.open("wb") as f:
             f.truncate(2 * 1024**3)  # sparse: 2 GB of NUL bytes without a newline

@@ -1,4 +1,4 @@
-"""hashmatch.index and hashmatch.mih against a numpy brute-force oracle.
+"""hashmatch.index and hashmatch.index.mih against a numpy brute-force oracle.
 
 Every search result is compared exactly, as (id, distance) pairs and in order, with the brute
 force ``np.unpackbits(codes ^ query).sum(axis=1)`` (computed as a bytewise popcount) over the
@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-import hashmatch.index as index_module
+import hashmatch.index.hamming as index_module
 from hashmatch.index import ExactIndex, HammingIndex
-from hashmatch.mih import Layout, Tables
+from hashmatch.index.mih import Layout, Tables
 
 Codes = NDArray[np.uint8]
 Ids = NDArray[np.int64]

@@ -15,12 +15,20 @@ import pytest
 
 from conftest import random_hexes
 from dbs import BACKENDS, database
-from hashmatch.formats_in import read_hash_set
-from hashmatch.hashing import VARIANT_PENALTY, Algorithm, Hash
-from hashmatch.matcher import Matcher
+from hashmatch.hashsets.read import read_hash_set
+from hashmatch.matching.follower import Follower
+from hashmatch.matching.verdict import Hit, closest_per_entry
+from hashmatch.signals import (
+    ORIGINAL,
+    PDQ,
+    TRIMMED,
+    VARIANT_PENALTY,
+    Hash,
+    Query,
+    Turn,
+    Variant,
+)
 from hashmatch.store import Change, Store
-from hashmatch.verdict import Hit, closest_per_entry
-from hashmatch.withdrawals import withdraw
 
 
 @pytest.fixture(params=BACKENDS)
@@ -38,17 +46,17 @@ def flip(value: bytes, bits: int, seed: int = 0) -> bytes:
 
 def import_hexes(store: Store, name: str, hexes: list[str], algorithm: str = "pdq") -> None:
     data = "".join(f"{algorithm} {h} ref-{i}\n" for i, h in enumerate(hexes)).encode()
-    store.import_rows(name, read_hash_set(io.BytesIO(data)), actor="test")
+    store.entries.import_rows(name, read_hash_set(io.BytesIO(data)), actor="test")
 
 
 def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> None:
     store = Store.open(url)
-    store.create_list("strict", owner="a", category="csam", actor="t", thresholds={"pdq": 10})
-    store.create_list("loose", owner="b", category="ncii", actor="t")  # pdq 31
+    store.lists.create("strict", owner="a", category="csam", actor="t", thresholds={"pdq": 10})
+    store.lists.create("loose", owner="b", category="ncii", actor="t")  # pdq 31
     base = random_hexes(1, seed=7)[0]
     import_hexes(store, "strict", [base])
     import_hexes(store, "loose", [base])
-    matcher = Matcher(store, tmp_path / "snapshots")
+    matcher = Follower(store, tmp_path / "snapshots")
     matcher.load()
     original = bytes.fromhex(base)
     for distance, expected in [
@@ -58,16 +66,16 @@ def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> Non
         (31, {"loose"}),
         (32, set()),
     ]:
-        query = Hash(Algorithm.PDQ, flip(original, distance, seed=distance))
-        (found,) = matcher.match([query])
+        query = Hash(PDQ, flip(original, distance, seed=distance))
+        (found,) = matcher.state.match([query])
         assert {m.list for m in found} == expected, distance
         assert all(m.distance == distance for m in found)
     # max_distance only tightens
-    (found,) = matcher.match([Hash(Algorithm.PDQ, flip(original, 20))], max_distance=40)
+    (found,) = matcher.state.match([Hash(PDQ, flip(original, 20))], max_distance=40)
     assert {m.list for m in found} == {"loose"}
-    (found,) = matcher.match([Hash(Algorithm.PDQ, flip(original, 20))], max_distance=19)
+    (found,) = matcher.state.match([Hash(PDQ, flip(original, 20))], max_distance=19)
     assert found == []
-    (found,) = matcher.match([Hash(Algorithm.PDQ, original)], lists=["strict"])
+    (found,) = matcher.state.match([Hash(PDQ, original)], lists=["strict"])
     assert [m.list for m in found] == ["strict"] and found[0].reference == "ref-0"
     # A variant of an image (a flip, a turn, the picture cut out of a frame) must beat each
     # list's threshold by VARIANT_PENALTY (6 bits, measured by the robustness benchmark); the
@@ -80,9 +88,9 @@ def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> Non
         (26, {"loose"}, set()),
         (31, {"loose"}, set()),
     ]:
-        query = Hash(Algorithm.PDQ, flip(original, distance, seed=distance))
-        as_is, turned, trimmed = matcher.match_queries(
-            [(query, "original"), (query, "rotate90"), (query, "trimmed")]
+        query = Hash(PDQ, flip(original, distance, seed=distance))
+        as_is, turned, trimmed = matcher.state.match_queries(
+            [Query(query, ORIGINAL), Query(query, Variant(Turn.ROTATE_90)), Query(query, TRIMMED)]
         )
         assert {m.list for m in as_is} == as_submitted, distance
         assert {m.list for m in turned} == as_variant == {m.list for m in trimmed}, distance
@@ -91,25 +99,25 @@ def test_match_is_exact_at_each_lists_threshold(url: str, tmp_path: Path) -> Non
 
 def test_an_image_reports_each_entry_once_at_its_closest_variant(url: str, tmp_path: Path) -> None:
     store = Store.open(url)
-    store.create_list("l", owner="a", category="ncii", actor="t")
+    store.lists.create("l", owner="a", category="ncii", actor="t")
     near_hex, far_hex = random_hexes(2, seed=11)
     import_hexes(store, "l", [near_hex, far_hex])
-    matcher = Matcher(store, tmp_path / "snapshots")
+    matcher = Follower(store, tmp_path / "snapshots")
     matcher.load()
     near, far = bytes.fromhex(near_hex), bytes.fromhex(far_hex)
     queries = [
-        (Hash(Algorithm.PDQ, flip(near, 20)), "original"),
-        (Hash(Algorithm.PDQ, flip(near, 3)), "rotate90"),
-        (Hash(Algorithm.PDQ, flip(far, 12)), "original"),
-        (Hash(Algorithm.PDQ, flip(far, 9)), "trimmed"),
+        Query(Hash(PDQ, flip(near, 20)), ORIGINAL),
+        Query(Hash(PDQ, flip(near, 3)), Variant(Turn.ROTATE_90)),
+        Query(Hash(PDQ, flip(far, 12)), ORIGINAL),
+        Query(Hash(PDQ, flip(far, 9)), TRIMMED),
     ]
-    found = matcher.match_queries(queries)
+    found = matcher.state.match_queries(queries)
     hits = closest_per_entry(
-        Hit(match, variant)
-        for (_, variant), matches in zip(queries, found, strict=True)
+        Hit(match, query.variant)
+        for query, matches in zip(queries, found, strict=True)
         for match in matches
     )
-    assert [(h.match.reference, h.match.distance, h.variant) for h in hits] == [
+    assert [(h.match.reference, h.match.distance, str(h.variant)) for h in hits] == [
         ("ref-0", 3, "rotate90"),
         ("ref-1", 9, "trimmed"),
     ]
@@ -118,22 +126,22 @@ def test_an_image_reports_each_entry_once_at_its_closest_variant(url: str, tmp_p
 
 def test_withdrawal_and_disabling_stop_matches(url: str, tmp_path: Path) -> None:
     store = Store.open(url)
-    store.create_list("l", owner="a", category="ncii", actor="t")
+    store.lists.create("l", owner="a", category="ncii", actor="t")
     hexes = random_hexes(50)
     import_hexes(store, "l", hexes)
     import_hexes(store, "l", random_hexes(3, seed=9, nbytes=16), algorithm="md5")
-    matcher = Matcher(store)
+    matcher = Follower(store)
     matcher.load()
     queries = [Hash.from_hex("pdq", hexes[4]), Hash.from_hex("pdq", hexes[5])]
-    assert [len(r) for r in matcher.match(queries)] == [1, 1]
-    withdraw(store, "l", actor="victim", reason="withdrawn", references=["ref-4"])
+    assert [len(r) for r in matcher.state.match(queries)] == [1, 1]
+    store.withdrawals.withdraw("l", actor="victim", reason="withdrawn", references=["ref-4"])
     assert matcher.refresh() == 1
-    assert [len(r) for r in matcher.match(queries)] == [0, 1]
+    assert [len(r) for r in matcher.state.match(queries)] == [0, 1]
     md5 = Hash.from_hex("md5", random_hexes(3, seed=9, nbytes=16)[1])
-    assert [m.reference for m in matcher.match([md5])[0]] == ["ref-1"]
-    store.update_list("l", actor="t", enabled=False)
+    assert [m.reference for m in matcher.state.match([md5])[0]] == ["ref-1"]
+    store.lists.update("l", actor="t", enabled=False)
     matcher.refresh()
-    assert matcher.match([*queries, md5]) == [[], [], []]
+    assert matcher.state.match([*queries, md5]) == [[], [], []]
     store.close()
 
 
@@ -154,7 +162,7 @@ def test_another_process_changes_are_followed_within_a_second(url: str, tmp_path
     """The writer is a separate `hashmatch` process; this process's matcher follows the log."""
     reader = Store.open(url)
     run_cli(url, tmp_path, "lists", "create", "l", "--category", "ncii", "--owner", "a")
-    follower = Matcher(reader)
+    follower = Follower(reader)
     follower.load()
     follower.start(poll_seconds=0.2)
     try:
@@ -162,12 +170,12 @@ def test_another_process_changes_are_followed_within_a_second(url: str, tmp_path
         query = [Hash.from_hex("pdq", value)]
         run_cli(url, tmp_path, "lists", "import", "l", "-", stdin=f"pdq {value} ref-0\n".encode())
         committed = time.monotonic()  # the writer has exited, so its transaction is committed
-        while not follower.match(query)[0]:
+        while not follower.state.match(query)[0]:
             assert time.monotonic() - committed < 1.0, "not matched within 1 s"
             time.sleep(0.01)
         run_cli(url, tmp_path, "lists", "withdraw", "l", "--reference", "ref-0", "--reason", "v")
         committed = time.monotonic()
-        while follower.match(query)[0]:
+        while follower.state.match(query)[0]:
             assert time.monotonic() - committed < 1.0, "still matched 1 s after withdrawal"
             time.sleep(0.01)
     finally:
@@ -177,39 +185,39 @@ def test_another_process_changes_are_followed_within_a_second(url: str, tmp_path
 
 def test_snapshot_restart_replays_only_the_tail(url: str, tmp_path: Path) -> None:
     store = Store.open(url)
-    store.create_list("l", owner="a", category="ncii", actor="t")
+    store.lists.create("l", owner="a", category="ncii", actor="t")
     first, later = random_hexes(40, seed=1), random_hexes(5, seed=2)
     import_hexes(store, "l", first)
-    matcher = Matcher(store, tmp_path / "snapshots")
+    matcher = Follower(store, tmp_path / "snapshots")
     matcher.load()
     folder = matcher.save_snapshot()
     assert folder is not None and (folder / "manifest.json").is_file()
     snapshot_cursor = matcher.cursor
     import_hexes(store, "l", later)
-    withdraw(store, "l", actor="v", reason="r", hashes=[Hash.from_hex("pdq", first[0])])
-    restarted = Matcher(store, tmp_path / "snapshots")
+    store.withdrawals.withdraw("l", actor="v", reason="r", hashes=[Hash.from_hex("pdq", first[0])])
+    restarted = Follower(store, tmp_path / "snapshots")
     replayed: list[int] = []
-    original = store.changes_after
+    original = store.changes.after
 
     def recording(cursor: int, limit: int = 1000) -> list[Change]:
         replayed.append(cursor)
         return original(cursor, limit)
 
-    store.changes_after = recording  # type: ignore[method-assign]
+    store.changes.after = recording  # type: ignore[method-assign]
     restarted.load()
     assert replayed[0] == snapshot_cursor  # started from the snapshot, not from zero
-    assert restarted.cursor == store.latest_cursor()
-    assert restarted.size(Algorithm.PDQ) == 44
-    assert restarted.match([Hash.from_hex("pdq", first[0])]) == [[]]
-    assert len(restarted.match([Hash.from_hex("pdq", later[4])])[0]) == 1
+    assert restarted.cursor == store.changes.latest()
+    assert restarted.state.size(PDQ) == 44
+    assert restarted.state.match([Hash.from_hex("pdq", first[0])]) == [[]]
+    assert len(restarted.state.match([Hash.from_hex("pdq", later[4])])[0]) == 1
     store.close()
 
 
 def test_postgresql_notifications_wake_the_follower_at_once(tmp_path: Path) -> None:
     with database("postgresql", tmp_path) as url:
         writer, reader = Store.open(url), Store.open(url)
-        writer.create_list("l", owner="a", category="ncii", actor="t")
-        follower = Matcher(reader)
+        writer.lists.create("l", owner="a", category="ncii", actor="t")
+        follower = Follower(reader)
         follower.load()
         follower.start(poll_seconds=30)  # polling alone could not explain a fast match
         try:
@@ -217,7 +225,7 @@ def test_postgresql_notifications_wake_the_follower_at_once(tmp_path: Path) -> N
             value = random_hexes(1, seed=11)[0]
             import_hexes(writer, "l", [value])
             committed = time.monotonic()
-            while not follower.match([Hash.from_hex("pdq", value)])[0]:
+            while not follower.state.match([Hash.from_hex("pdq", value)])[0]:
                 assert time.monotonic() - committed < 1.0, "NOTIFY did not wake the follower"
                 time.sleep(0.005)
         finally:

@@ -16,9 +16,9 @@ from PIL import Image
 
 from conftest import encode, natural_image, random_hexes
 from dbs import BACKENDS
-from hashmatch.api.auth import KEY_CACHE_SECONDS
-from hashmatch.hashing import Algorithm, hash_bytes
-from hashmatch.keys import Role
+from hashmatch.api.keycache import KEY_CACHE_SECONDS
+from hashmatch.signals import MD5, PDQ, hash_bytes
+from hashmatch.store import Role
 from services import Service, distance, flip, flip_bit, running_service
 
 
@@ -53,7 +53,7 @@ def test_an_unaccepted_offer_changes_nothing_and_consent_is_explicit(service: Se
     )
     evil = service.key("evil", Role.MATCH, Role.CONTRIBUTE)
     image = photo(2)
-    pdq, md5 = hash_bytes(image, [Algorithm.PDQ, Algorithm.MD5])
+    pdq, md5 = hash_bytes(image, [PDQ, MD5])
     service.create_list(victim, "ncc-block")
     service.add(victim, "ncc-block", ("pdq", pdq.hex, "v1"), ("md5", md5.hex, "v1"))
 
@@ -111,7 +111,7 @@ def test_an_unaccepted_offer_changes_nothing_and_consent_is_explicit(service: Se
     service.follow()
     assert as_image(service, victim, image)["allowed"] == []
 
-    audit = service.store.audit_log("evil-allow")
+    audit = service.store.audit.log("evil-allow")
     answers = [(a["action"], a["details"]) for a in audit if a["action"].startswith("share.")]
     assert answers == [
         (
@@ -143,14 +143,14 @@ def test_own_allow_list_suppresses_perceptual_hits_only_and_every_path_agrees(
 ) -> None:
     key = service.key("kcsc", Role.MATCH, Role.CONTRIBUTE)
     image = photo(5)
-    pdq, md5 = hash_bytes(image, [Algorithm.PDQ, Algorithm.MD5])
+    pdq, md5 = hash_bytes(image, [PDQ, MD5])
     service.create_list(key, "block")
     service.add(key, "block", ("pdq", pdq.hex, "b1"), ("md5", md5.hex, "b2"))
     service.create_list(key, "known-good", kind="allow")
     service.add(key, "known-good", ("pdq", pdq.hex, "a1"))
     service.create_list(key, "pdq-only")
     other = photo(6)
-    (other_pdq,) = hash_bytes(other, [Algorithm.PDQ])
+    (other_pdq,) = hash_bytes(other, [PDQ])
     service.add(key, "pdq-only", ("pdq", other_pdq.hex, "c1"))
     service.create_list(key, "known-good-2", kind="allow")
     service.add(key, "known-good-2", ("pdq", other_pdq.hex, "a2"))
@@ -277,7 +277,7 @@ def test_a_boundary_probe_suspends_the_key_before_it_learns_the_hash(service: Se
     assert service.client.get("/v1/lists", headers=partner).json()["error"]["code"] == (
         "key_suspended"
     )
-    audit = service.store.audit_log("ncii-kr")
+    audit = service.store.audit.log("ncii-kr")
     assert [a["action"] for a in audit[:2]] == ["list.probed", "list.probed"]
     assert "ncc" in audit[0]["reason"]
     # The operator lifts it, with a reason.
@@ -354,7 +354,7 @@ def test_list_filters_fail_closed_and_honour_every_name(service: Service) -> Non
     for params in ({"lists": "nope"}, {"lists": ["a", "nope"]}, {"lists": "a,nope"}):
         assert as_image_status(service, kcsc, image, params) == 404, params
     assert as_image_status(service, kcsc, image, {"lists": ["a", "b"]}) == 200
-    (image_pdq,) = hash_bytes(image, [Algorithm.PDQ])
+    (image_pdq,) = hash_bytes(image, [PDQ])
     service.add(kcsc, "b", ("pdq", image_pdq.hex, "image"))
     service.follow()
     for params in ({"lists": ["b", "a"]}, {"lists": ["a", "b"]}, {"lists": "a,b"}):
@@ -386,7 +386,7 @@ def test_thresholds_are_bounded_and_a_lowered_bound_applies_to_old_lists(tmp_pat
         service.follow()
         query = {"hashes": [{"algorithm": "pdq", "value": flip(listed, 45).hex()}]}
         assert service.post("/v1/match/hashes", key, json=query).json()["match"] is True
-    with running_service("sqlite", tmp_path, max_threshold_pdq=40) as service:
+    with running_service("sqlite", tmp_path, max_thresholds=(("pdq", 40),)) as service:
         # The operator lowered the bound: the old list is matched at 40 now.
         key = service.key("kcsc", Role.MATCH)
         assert service.post("/v1/match/hashes", key, json=query).json()["match"] is False
@@ -397,7 +397,7 @@ def test_reuploads_of_a_weak_copy_are_not_mistaken_for_a_probe(tmp_path: Path) -
     vary a few unstable bits, not the dozens a probe must: the guard stays quiet."""
     bridge = Path(__file__).parent / "data" / "pdq-conformance" / "dih" / "bridge-1-original.jpg"
     source = Image.open(bridge).convert("RGB")
-    (listed,) = hash_bytes(encode(source, "JPEG", quality=95), [Algorithm.PDQ])
+    (listed,) = hash_bytes(encode(source, "JPEG", quality=95), [PDQ])
     with running_service("sqlite", tmp_path, max_upload_bytes=5_000_000) as service:
         owner = service.key("kcsc", Role.CONTRIBUTE)
         platform, platform_admin = service.key("ncc", Role.MATCH), service.key("ncc", Role.ADMIN)
@@ -413,30 +413,30 @@ def test_reuploads_of_a_weak_copy_are_not_mistaken_for_a_probe(tmp_path: Path) -
                 upload = encode(turned.resize(size), "JPEG", quality=quality)
                 verdict = as_image(service, platform, upload)  # asserts 200: never suspended
                 matched += verdict["match"]
-        guard = service.client.app.state.probes  # type: ignore[attr-defined]
+        guard = service.services.probes
         state = guard._states["ncc"]
         varied = max(v.mask.bit_count() for v in state.varied.values())
         assert matched >= 30 and state.anchors  # near-threshold matches, anchored
-        assert 0 < varied < guard.rules.budget(Algorithm.PDQ) // 2
+        assert 0 < varied < guard.rules.budget(PDQ) // 2
 
 
 def test_the_operator_offers_and_answers_from_the_cli(service: Service) -> None:
     kcsc = service.key("kcsc", Role.CONTRIBUTE)
     service.create_list(kcsc, "known-good", kind="allow")
     assert service.cli("lists", "share", "known-good", "NCC", "kcsc-test").returncode == 0
-    assert service.store.get_list("known-good").shared_with == ("kcsc-test", "ncc")
+    assert service.store.lists.get("known-good").shared_with == ("kcsc-test", "ncc")
     offered = json.loads(service.cli("shares", "ls", "--org", "ncc").stdout)
     assert [(o["list"], o["state"]) for o in offered] == [("known-good", "offered")]
     trusted = service.cli("shares", "accept", "known-good", "--org", "ncc", "--trust")
     assert trusted.returncode == 0, trusted.stderr
-    info = service.store.get_list("known-good")
+    info = service.store.lists.get("known-good")
     assert info.accepted_by == ("ncc",) and info.trusted_by == ("ncc",)
     assert service.cli("shares", "leave", "known-good", "--org", "ncc").returncode == 0
-    assert service.store.get_list("known-good").accepted_by == ()
+    assert service.store.lists.get("known-good").accepted_by == ()
     assert service.cli("shares", "accept", "known-good", "--org", "evil").returncode == 66
     assert service.cli("lists", "unshare", "known-good", "ncc").returncode == 0
-    assert service.store.get_list("known-good").shared_with == ("kcsc-test",)
-    update = next(a for a in service.store.audit_log("known-good") if a["action"] == "list.update")
+    assert service.store.lists.get("known-good").shared_with == ("kcsc-test",)
+    update = next(a for a in service.store.audit.log("known-good") if a["action"] == "list.update")
     assert update["details"] == {
         "old": {"shared_with": ["kcsc-test", "ncc"]},
         "new": {"shared_with": ["kcsc-test"]},

@@ -13,10 +13,9 @@ import pytest
 from conftest import random_hexes
 from dbs import BACKENDS
 from hashmatch.errors import InvalidField, NothingMatched
-from hashmatch.formats_in import read_hash_set
-from hashmatch.hashing import Hash
-from hashmatch.keys import Role
-from hashmatch.withdrawals import revive, withdraw
+from hashmatch.hashsets.read import read_hash_set
+from hashmatch.signals import Hash
+from hashmatch.store import Role
 from services import Service, running_service
 
 
@@ -33,25 +32,31 @@ def csv_file(hexes: list[str]) -> bytes:
 
 def test_reimporting_a_withdrawn_hash_does_not_revive_it(service: Service) -> None:
     store = service.store
-    store.create_list("l", owner="kcsc", category="ncii", actor="a")
+    store.lists.create("l", owner="kcsc", category="ncii", actor="a")
     hexes = random_hexes(4, seed=5)
-    store.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
-    withdraw(store, "l", actor="victim", reason="withdrawn by the victim", references=["ref-1"])
-    again = store.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
+    store.entries.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
+    store.withdrawals.withdraw(
+        "l", actor="victim", reason="withdrawn by the victim", references=["ref-1"]
+    )
+    again = store.entries.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
     assert (again.added, again.duplicates, again.previously_withdrawn) == (0, 3, 1)
     assert again.as_dict()["withdrawn_rows"][0]["line"] == 3
     assert "withdrawn" in again.as_dict()["withdrawn_rows"][0]["reason"]
-    assert hexes[1] not in [e.hash.hex for e in store.entries("l")]
+    assert hexes[1] not in [e.hash.hex for e in store.entries.listed("l")]
     # Only an explicit revival, with a reason, brings it back (as a new entry, audited).
     with pytest.raises(InvalidField):
-        revive(store, "l", actor="kcsc", reason=" ", references=["ref-1"])
-    report = revive(store, "l", actor="kcsc", reason="victim asked again", references=["ref-1"])
+        store.withdrawals.revive("l", actor="kcsc", reason=" ", references=["ref-1"])
+    report = store.withdrawals.revive(
+        "l", actor="kcsc", reason="victim asked again", references=["ref-1"]
+    )
     assert report.count == 1 and report.already == [] and report.unmatched == []
-    live = {e.hash.hex: e for e in store.entries("l")}
+    live = {e.hash.hex: e for e in store.entries.listed("l")}
     assert live[hexes[1]].reference == "ref-1" and live[hexes[1]].labels == ("case", "urgent")
-    assert len(list(store.entries("l", include_withdrawn=True))) == 5  # the tombstone stays
-    assert revive(store, "l", actor="k", reason="r", references=["ref-1"]).already == ["ref-1"]
-    audit = store.audit_log("l")
+    assert len(list(store.entries.listed("l", include_withdrawn=True))) == 5  # the tombstone stays
+    assert store.withdrawals.revive("l", actor="k", reason="r", references=["ref-1"]).already == [
+        "ref-1"
+    ]
+    audit = store.audit.log("l")
     assert audit[1]["action"] == "entries.revive" and audit[1]["reason"] == "victim asked again"
     # A revived hash is matched again by every replica.
     service.follow()
@@ -61,19 +66,19 @@ def test_reimporting_a_withdrawn_hash_does_not_revive_it(service: Service) -> No
 
 def test_a_withdrawal_names_what_it_did_not_find(service: Service) -> None:
     store = service.store
-    store.create_list("l", owner="kcsc", category="ncii", actor="a")
+    store.lists.create("l", owner="kcsc", category="ncii", actor="a")
     hexes = random_hexes(3, seed=6)
-    store.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
+    store.entries.import_rows("l", read_hash_set(io.BytesIO(csv_file(hexes))), actor="a")
     with pytest.raises(NothingMatched) as nothing:
-        withdraw(store, "l", actor="v", reason="r", references=["ref-typo"])
+        store.withdrawals.withdraw("l", actor="v", reason="r", references=["ref-typo"])
     assert "ref-typo" in nothing.value.message
-    assert store.changes_after(0)[-1].kind == "add"  # nothing was written
+    assert store.changes.after(0)[-1].kind == "add"  # nothing was written
     missing = Hash.from_hex("pdq", random_hexes(1, seed=99)[0])
-    report = withdraw(
-        store, "l", actor="v", reason="r", references=["ref-0", "ref-typo"], hashes=[missing]
+    report = store.withdrawals.withdraw(
+        "l", actor="v", reason="r", references=["ref-0", "ref-typo"], hashes=[missing]
     )
     assert report.count == 1 and report.unmatched == ["ref-typo", str(missing)]
-    again = withdraw(store, "l", actor="v", reason="r", references=["ref-0"])
+    again = store.withdrawals.withdraw("l", actor="v", reason="r", references=["ref-0"])
     assert again.count == 0 and again.already == ["ref-0"]
 
 
@@ -106,9 +111,9 @@ def test_withdrawals_and_revivals_over_http(service: Service) -> None:
 
 
 def test_the_cli_exits_non_zero_when_a_name_matches_nothing(service: Service) -> None:
-    service.store.create_list("l", owner="kcsc", category="ncii", actor="a")
+    service.store.lists.create("l", owner="kcsc", category="ncii", actor="a")
     values = random_hexes(2, seed=9)
-    service.store.import_rows("l", read_hash_set(io.BytesIO(csv_file(values))), actor="a")
+    service.store.entries.import_rows("l", read_hash_set(io.BytesIO(csv_file(values))), actor="a")
     nothing = service.cli("lists", "withdraw", "l", "--reference", "ref-9", "--reason", "v")
     assert nothing.returncode == 66 and b"ref-9" in nothing.stderr
     partly = service.cli(

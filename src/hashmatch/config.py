@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from hashmatch.errors import ConfigError
+from hashmatch.matching.policy import ThresholdBounds
 from hashmatch.media import MediaLimits
-from hashmatch.policy import DEFAULT_BOUNDS, ThresholdBounds
 
 PREFIX = "HASHMATCH_"
 
@@ -40,11 +40,16 @@ def _port(raw: str) -> int:
     return value
 
 
-def _bits(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must be a number of bits, 0 or more")
-    return value
+def _name_values(raw: str) -> tuple[tuple[str, int], ...]:
+    pairs = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError("must be NAME=BITS pairs separated by commas, e.g. pdq=45,phash=6")
+        pairs.append((name.strip().lower(), int(value)))
+    return tuple(sorted(pairs))
 
 
 def _log_level(raw: str) -> str:
@@ -77,9 +82,11 @@ class Settings:
     rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
     rate_burst: int = field(default=400, metadata={"parse": _positive_int})
     workers: int = field(default=1, metadata={"parse": _positive_int})
-    #: The largest threshold a list may use (see :class:`hashmatch.policy.ThresholdBounds`).
-    max_threshold_pdq: int = field(default=DEFAULT_BOUNDS.pdq, metadata={"parse": _bits})
-    max_threshold_phash: int = field(default=DEFAULT_BOUNDS.phash, metadata={"parse": _bits})
+    #: Lower (or raise) the largest threshold lists may use, per signal type: "pdq=45,phash=6"
+    #: (see :class:`hashmatch.matching.policy.ThresholdBounds`; unset: each type's own bound).
+    max_thresholds: tuple[tuple[str, int], ...] = field(
+        default=(), metadata={"parse": _name_values}
+    )
 
     def __post_init__(self) -> None:
         try:
@@ -114,4 +121,4 @@ class Settings:
 
     @property
     def threshold_bounds(self) -> ThresholdBounds:
-        return ThresholdBounds(pdq=self.max_threshold_pdq, phash=self.max_threshold_phash)
+        return ThresholdBounds(self.max_thresholds)

@@ -1,4 +1,4 @@
-"""The FastAPI application factory: the store, the live matcher, routes and operations."""
+"""The FastAPI application factory: the services, the routes and the operations endpoints."""
 
 from __future__ import annotations
 
@@ -10,20 +10,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hashmatch import __version__
 from hashmatch.api import lists, matching, shares
-from hashmatch.api.auth import KeyCache, KeyGate
+from hashmatch.api.auth import KeyGate
 from hashmatch.api.bodylimit import BodyLimit, RouteTable
+from hashmatch.api.deps import Services, ServicesDep
 from hashmatch.api.errors import RETRY_AFTER_UNAVAILABLE, error_body, install_error_handlers
+from hashmatch.api.keycache import KeyCache
 from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
-from hashmatch.matcher import Matcher
+from hashmatch.matching.follower import Follower
+from hashmatch.matching.probes import ProbeGuard, ProbeRules
 from hashmatch.media import DecodeBudget
-from hashmatch.probes import ProbeGuard, ProbeRules
 from hashmatch.store import Store, database_url
 
 log = logging.getLogger(__name__)
@@ -34,24 +36,32 @@ def create_app(
 ) -> FastAPI:
     """The service. ``migrate=False`` when the caller has migrated the database already
     (``hashmatch serve --workers N`` does, once, before it starts the workers)."""
+    metrics = Metrics()
+    services = Services(
+        settings=settings,
+        rate_limits=TokenBuckets(settings.rate_limit, settings.rate_burst),
+        probes=ProbeGuard(ProbeRules(workers=settings.workers)),
+        # Decoding is CPU-bound (one at a time per core) and memory-bound (a shared budget).
+        decoders=anyio.CapacityLimiter(os.cpu_count() or 1),
+        decode_budget=DecodeBudget(settings.decode_memory),
+        metrics=metrics,
+    )
+    metrics.watch(lambda: services.follower if services.ready else None)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store = Store.open(
             database_url(settings.data_dir, settings.database_url),
             migrate=migrate,
             bounds=settings.threshold_bounds,
         )
-        matcher = Matcher(store, settings.data_dir / "snapshots", settings.threshold_bounds)
-        app.state.store = store
-        app.state.keys = KeyCache(store)
-        app.state.matcher = matcher
-        app.state.ready = False
+        follower = Follower(store, settings.data_dir / "snapshots", settings.threshold_bounds)
+        services.store, services.follower, services.keys = store, follower, KeyCache(store)
 
         def load() -> None:
-            matcher.load()
-            matcher.start()
-            app.state.ready = True
+            follower.load()
+            follower.start()
+            services.ready = True
 
         loader = threading.Thread(target=load, name="hashmatch-loader", daemon=True)
         loader.start()
@@ -60,12 +70,13 @@ def create_app(
         try:
             yield
         finally:
-            matcher.stop()
-            if app.state.ready:
+            follower.stop()
+            if services.ready:
                 try:
-                    matcher.save_snapshot()
+                    follower.save_snapshot()
                 except OSError:
                     log.exception("could not write a snapshot at shutdown")
+            services.ready = False
             store.close()
 
     app = FastAPI(
@@ -74,16 +85,8 @@ def create_app(
         summary="Perceptual-hash matching of known abusive images.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.ready = False
-    app.state.rate_limits = TokenBuckets(settings.rate_limit, settings.rate_burst)
-    app.state.probes = ProbeGuard(ProbeRules(workers=settings.workers))
-    # Decoding is CPU-bound (one at a time per core) and memory-bound (a shared budget).
-    app.state.decoders = anyio.CapacityLimiter(os.cpu_count() or 1)
-    app.state.decode_budget = DecodeBudget(settings.decode_memory)
+    app.state.services = services
     install_error_handlers(app)
-    metrics = Metrics()
-    app.state.metrics = metrics
     routers = (matching.router, lists.router, shares.router)
     for router in routers:
         app.include_router(router)
@@ -103,22 +106,22 @@ def create_app(
         tags=["operations"],
         summary="Readiness: indexes loaded and following a reachable database",
     )
-    async def readyz(request: Request) -> Any:
-        matcher: Matcher | None = getattr(request.app.state, "matcher", None)
-        if matcher is None or not getattr(request.app.state, "ready", False):
+    async def readyz(services: ServicesDep) -> Any:
+        follower = services.follower
+        if follower is None or not services.ready:
             return JSONResponse(error_body("not_ready", "the index is still loading"), 503)
-        problem = matcher.follower_problem()
+        problem = follower.problem()
         if problem is not None:
             return JSONResponse(
                 error_body("database_unavailable", problem),
                 503,
                 headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
             )
-        return {"status": "ready", "cursor": matcher.cursor}
+        return {"status": "ready", "cursor": follower.cursor}
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
-    async def prometheus(request: Request) -> PlainTextResponse:
-        body, content_type = metrics.render(getattr(request.app.state, "matcher", None))
+    async def prometheus() -> PlainTextResponse:
+        body, content_type = metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
     return app

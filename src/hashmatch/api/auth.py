@@ -5,16 +5,13 @@ and spends its rate-limit token from the headers alone, so a request without a v
 refused (401) before the application reads or parses its body, whatever its size. Routes read
 the caller with the :func:`caller` dependency and check roles with :func:`require`.
 
-Keys are cached for a few seconds per replica. While the database is unreachable a key seen
-before keeps working from the cache (matching goes on from memory); an unknown key is then a
-503, not a 401: it cannot be checked.
+Keys are cached for a few seconds per replica (:mod:`.keycache`). While the database is
+unreachable a key seen before keeps working (matching goes on from memory); an unknown key is
+then a 503, not a 401: it cannot be checked.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Final
 
@@ -22,78 +19,13 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hashmatch.api.deps import services_of
 from hashmatch.api.errors import error_response
-from hashmatch.api.ratelimit import TokenBuckets
-from hashmatch.errors import (
-    Forbidden,
-    HashmatchError,
-    KeySuspended,
-    NotReady,
-    StoreUnavailable,
-    Unauthorized,
-)
-from hashmatch.keys import KeyInfo, Role, authenticate
-from hashmatch.store import Store
+from hashmatch.errors import Forbidden, HashmatchError, KeySuspended, NotReady, Unauthorized
+from hashmatch.store import KeyInfo, Role
 
-#: A revoked or suspended key stops working within this many seconds on every replica.
-KEY_CACHE_SECONDS: Final = 5.0
 #: Where the gate leaves the caller for the routes.
 SCOPE_KEY: Final = "hashmatch.key"
-
-
-class KeyCache:
-    def __init__(self, store: Store, ttl: float = KEY_CACHE_SECONDS) -> None:
-        self._store = store
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._entries: dict[bytes, tuple[float, KeyInfo | None]] = {}
-        self._suspended: dict[int, float] = {}  # key id -> when (wall clock)
-
-    def cached(self, secret: str) -> tuple[bool, KeyInfo | None]:
-        """``(True, info)`` when the cache still knows the key, without touching the store."""
-        digest = hashlib.sha256(secret.encode()).digest()
-        with self._lock:
-            cached = self._entries.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
-            return True, cached[1]
-        return False, None
-
-    def lookup(self, secret: str) -> KeyInfo | None:
-        """The key as the store has it now (after :meth:`cached` missed), remembered; the
-        last known answer if the store is unreachable and the key was known."""
-        digest = hashlib.sha256(secret.encode()).digest()
-        now = time.monotonic()
-        try:
-            info = authenticate(self._store, secret)
-        except StoreUnavailable:
-            with self._lock:
-                stale = self._entries.get(digest)
-            if stale is None:
-                raise
-            return stale[1]
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[digest] = (now + self._ttl, info)
-        return info
-
-    def suspend(self, key_id: int) -> None:
-        """Stop a key in this replica at once, before the store's record reaches the cache
-        (or if the store cannot record it), until the operator reinstates it."""
-        with self._lock:
-            self._suspended[key_id] = time.time()
-
-    def is_suspended(self, info: KeyInfo) -> bool:
-        if info.suspended_at is not None:
-            return True
-        with self._lock:
-            since = self._suspended.get(info.id)
-            if since is None:
-                return False
-            if info.reinstated_at is not None and info.reinstated_at.timestamp() > since:
-                del self._suspended[info.id]
-                return False
-            return True
 
 
 async def _authenticate(scope: Scope) -> KeyInfo:
@@ -106,8 +38,8 @@ async def _authenticate(scope: Scope) -> KeyInfo:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("send an API key: 'Authorization: Bearer <key>'")
-    state = scope["app"].state
-    cache: KeyCache | None = getattr(state, "keys", None)
+    services = services_of(scope["app"])
+    cache = services.keys
     if cache is None:
         raise NotReady("the service is starting")
     known, info = cache.cached(secret)
@@ -122,9 +54,8 @@ async def _authenticate(scope: Scope) -> KeyInfo:
         )
     if info.reinstated_at is not None:
         # The operator reviewed the organisation's probe: this replica's memory of it goes.
-        state.probes.forgive(info.organisation, info.reinstated_at.timestamp())
-    buckets: TokenBuckets = state.rate_limits
-    buckets.take(info.id)
+        services.probes.forgive(info.organisation, info.reinstated_at.timestamp())
+    services.rate_limits.take(info.id)
     return info
 
 
@@ -161,3 +92,9 @@ def require(role: Role) -> Callable[[KeyInfo], Awaitable[KeyInfo]]:
         return key
 
     return check
+
+
+Caller = Annotated[KeyInfo, Depends(caller)]
+Contributor = Annotated[KeyInfo, Depends(require(Role.CONTRIBUTE))]
+Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
+Admin = Annotated[KeyInfo, Depends(require(Role.ADMIN))]

@@ -10,19 +10,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from hashmatch.api.auth import caller, require
+from hashmatch.api.auth import Caller, Contributor
 from hashmatch.api.bodylimit import body_limit
+from hashmatch.api.deps import StoreDep
 from hashmatch.api.models import EntriesIn, ListIn, ListPatch, WithdrawIn, parse_hashes
 from hashmatch.api.uploads import file_stream, media_type, read_body
 from hashmatch.errors import Forbidden, NotFound
-from hashmatch.formats_in import HashRow, RowError, entry_row, read_hash_set
-from hashmatch.keys import KeyInfo, Role
-from hashmatch.policy import can_match, can_see
+from hashmatch.hashsets.read import HashRow, RowError, entry_row, read_hash_set
+from hashmatch.matching.policy import can_match, can_see
 from hashmatch.store import ListInfo, Store
-from hashmatch.withdrawals import EntryReport, revive, withdraw
+from hashmatch.store.keys import KeyInfo
+from hashmatch.store.withdrawals import EntryReport
 
 router = APIRouter(prefix="/v1", tags=["lists"])
 #: Ids and cursors are 64-bit signed integers in both databases; a larger one names nothing.
@@ -31,17 +32,10 @@ MAX_ID: Final = 2**63 - 1
 MAX_JSON_BYTES: Final = 16 * 1024 * 1024
 MAX_FILE_BYTES: Final = 256 * 1024 * 1024
 MAX_WITHDRAWAL_BYTES: Final = 16 * 1024 * 1024
-Caller = Annotated[KeyInfo, Depends(caller)]
-Contributor = Annotated[KeyInfo, Depends(require(Role.CONTRIBUTE))]
-
-
-def _store(request: Request) -> Store:
-    store: Store = request.app.state.store
-    return store
 
 
 def _visible(store: Store, name: str, key: KeyInfo) -> ListInfo:
-    info = store.get_list(name)
+    info = store.lists.get(name)
     if not can_see(info, key.organisation):
         raise NotFound(f"no list named {name!r}")  # never confirm another's list exists
     return info
@@ -56,17 +50,17 @@ def _owned(store: Store, name: str, key: KeyInfo) -> ListInfo:
 
 
 @router.get("/lists", summary="Lists this key's organisation owns or is offered")
-def get_lists(request: Request, key: Caller) -> list[dict[str, Any]]:
+def get_lists(store: StoreDep, key: Caller) -> list[dict[str, Any]]:
     return [
         info.as_dict(key.organisation)
-        for info in _store(request).lists()
+        for info in store.lists.all()
         if can_see(info, key.organisation)
     ]
 
 
 @router.post("/lists", status_code=201, summary="Create a list owned by the key's organisation")
-def create_list(body: ListIn, request: Request, key: Contributor) -> dict[str, Any]:
-    info = _store(request).create_list(
+def create_list(body: ListIn, store: StoreDep, key: Contributor) -> dict[str, Any]:
+    info = store.lists.create(
         body.name,
         owner=key.organisation,
         category=body.category,
@@ -82,16 +76,15 @@ def create_list(body: ListIn, request: Request, key: Contributor) -> dict[str, A
 
 
 @router.get("/lists/{name}", summary="One list")
-def get_list(name: str, request: Request, key: Caller) -> dict[str, Any]:
-    return _visible(_store(request), name, key).as_dict(key.organisation)
+def get_list(name: str, store: StoreDep, key: Caller) -> dict[str, Any]:
+    return _visible(store, name, key).as_dict(key.organisation)
 
 
 @router.patch("/lists/{name}", summary="Enable, disable, offer or re-describe a list")
-def patch_list(name: str, body: ListPatch, request: Request, key: Contributor) -> dict[str, Any]:
-    store = _store(request)
+def patch_list(name: str, body: ListPatch, store: StoreDep, key: Contributor) -> dict[str, Any]:
     _owned(store, name, key)
     changes = body.model_dump(exclude_unset=True)
-    return store.update_list(name, actor=key.actor, **changes).as_dict(key.organisation)
+    return store.lists.update(name, actor=key.actor, **changes).as_dict(key.organisation)
 
 
 @router.post(
@@ -99,8 +92,9 @@ def patch_list(name: str, body: ListPatch, request: Request, key: Contributor) -
     summary="Add entries (JSON, or a hash-set file as the body or multipart field 'file')",
     openapi_extra=body_limit(MAX_FILE_BYTES),
 )
-async def add_entries(name: str, request: Request, key: Contributor) -> dict[str, Any]:
-    store = _store(request)
+async def add_entries(
+    name: str, request: Request, store: StoreDep, key: Contributor
+) -> dict[str, Any]:
     await run_in_threadpool(_owned, store, name, key)
     kind, _ = media_type(request)
     if kind == "application/json":
@@ -111,7 +105,7 @@ async def add_entries(name: str, request: Request, key: Contributor) -> dict[str
             for position, entry in enumerate(body.entries, 1)
         ]
         report = await run_in_threadpool(
-            store.import_rows, name, rows, actor=key.actor, strict=body.strict
+            store.entries.import_rows, name, rows, actor=key.actor, strict=body.strict
         )
         return report.as_dict()
     strict = request.query_params.get("strict", "false").lower() in ("1", "true", "yes")
@@ -120,19 +114,20 @@ async def add_entries(name: str, request: Request, key: Contributor) -> dict[str
     def import_file() -> dict[str, Any]:
         # Rows are parsed while the body arrives, in this worker thread: nothing is held
         # beyond a chunk and an import batch.
-        report = store.import_rows(name, read_hash_set(stream), actor=key.actor, strict=strict)
+        report = store.entries.import_rows(
+            name, read_hash_set(stream), actor=key.actor, strict=strict
+        )
         return report.as_dict()
 
     return await run_in_threadpool(import_file)
 
 
 def _entry_action(
-    act: Callable[..., EntryReport], name: str, body: WithdrawIn, request: Request, key: KeyInfo
+    action: str, name: str, body: WithdrawIn, store: Store, key: KeyInfo
 ) -> dict[str, Any]:
-    store = _store(request)
     _owned(store, name, key)
+    act: Callable[..., EntryReport] = getattr(store.withdrawals, action)
     report = act(
-        store,
         name,
         actor=key.actor,
         reason=body.reason,
@@ -148,11 +143,11 @@ def _entry_action(
     openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
 )
 def withdraw_entries(
-    name: str, body: WithdrawIn, request: Request, key: Contributor
+    name: str, body: WithdrawIn, store: StoreDep, key: Contributor
 ) -> dict[str, Any]:
     """What happened to each name: withdrawn, already withdrawn, or matching nothing (404
     when nothing at all matched; then nothing changed)."""
-    return _entry_action(withdraw, name, body, request, key)
+    return _entry_action("withdraw", name, body, store, key)
 
 
 @router.post(
@@ -161,30 +156,29 @@ def withdraw_entries(
     openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
 )
 def revive_entries(
-    name: str, body: WithdrawIn, request: Request, key: Contributor
+    name: str, body: WithdrawIn, store: StoreDep, key: Contributor
 ) -> dict[str, Any]:
-    return _entry_action(revive, name, body, request, key)
+    return _entry_action("revive", name, body, store, key)
 
 
 @router.get("/lists/{name}/entries", summary="Entries of a list, page by page")
 def list_entries(
     name: str,
-    request: Request,
+    store: StoreDep,
     key: Contributor,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     include_withdrawn: bool = False,
 ) -> dict[str, Any]:
-    store = _store(request)
     _owned(store, name, key)
     page = list(
-        store.entries(name, include_withdrawn=include_withdrawn, after_id=after, limit=limit)
+        store.entries.listed(name, include_withdrawn=include_withdrawn, after_id=after, limit=limit)
     )
     return {
         "entries": [
             {
                 "entry_id": e.id,
-                "algorithm": e.hash.algorithm.value,
+                "algorithm": e.hash.algorithm.name,
                 "hash": e.hash.hex,
                 "reference": e.reference,
                 "labels": list(e.labels),
@@ -199,14 +193,15 @@ def list_entries(
 
 @router.get("/changes", summary="The change log after a cursor, for the lists this key matches")
 def changes(
-    request: Request,
+    store: StoreDep,
     key: Caller,
     cursor: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    store = _store(request)
-    matched = {info.id: info.name for info in store.lists() if can_match(info, key.organisation)}
-    page = store.changes_after(cursor, limit=limit)
+    matched = {
+        info.id: info.name for info in store.lists.all() if can_match(info, key.organisation)
+    }
+    page = store.changes.after(cursor, limit=limit)
     return {
         "changes": [
             {

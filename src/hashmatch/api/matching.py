@@ -1,7 +1,7 @@
 """Matching routes: an image or a batch of hashes in, a verdict out.
 
 The routes only translate HTTP: the lists a key may match, the search, the probe check and the
-verdict are :mod:`hashmatch.lookup`'s, the same as ``hashmatch match``'s.
+verdict are :mod:`hashmatch.matching.lookup`'s, the same as ``hashmatch match``'s.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from typing import Annotated, Final, TypeVar
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Request, Response
+from fastapi import Query as Param
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch import fields
-from hashmatch.api.auth import require
+from hashmatch.api.auth import Matching
 from hashmatch.api.bodylimit import body_limit
+from hashmatch.api.deps import Services, ServicesDep, StateDep
 from hashmatch.api.models import (
     HashImageOut,
     ImageHashOut,
@@ -28,22 +30,21 @@ from hashmatch.api.models import (
     parse_hashes,
 )
 from hashmatch.api.uploads import read_image
-from hashmatch.errors import KeySuspended, NotReady, StoreUnavailable
-from hashmatch.hashing import Algorithm, Hash, Variant, query_hashes
-from hashmatch.keys import KeyInfo, Role, suspend_key
-from hashmatch.lookup import lookup, matchable_lists
-from hashmatch.matcher import Matcher
+from hashmatch.errors import KeySuspended, StoreUnavailable
+from hashmatch.matching.lookup import lookup, matchable_lists
+from hashmatch.matching.probes import ProbeDetected, ProbeGuard
+from hashmatch.matching.state import MatchState
+from hashmatch.matching.verdict import Verdict, hit_dict, verdict_dict
 from hashmatch.media import DecodeBudget, MediaLimits
-from hashmatch.probes import ProbeDetected, ProbeGuard
-from hashmatch.verdict import Verdict, hit_dict, verdict_dict
+from hashmatch.signals import ORIGINAL, Query, query_hashes
+from hashmatch.store.keys import KeyInfo
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["matching"])
-Matching = Annotated[KeyInfo, Depends(require(Role.MATCH))]
 ListsQuery = Annotated[
     list[str] | None,
-    Query(description="only these lists (repeat the parameter, or separate names by commas)"),
+    Param(description="only these lists (repeat the parameter, or separate names by commas)"),
 ]
 
 #: Batches up to this size are matched on the event loop: a thread hop would cost more than
@@ -56,38 +57,31 @@ MAX_HASHES_BODY: Final = 4 * 1024 * 1024
 IMAGE_ROUTE_BODY: Final = 1 << 40
 
 
-def _matcher(request: Request) -> Matcher:
-    matcher: Matcher | None = getattr(request.app.state, "matcher", None)
-    if matcher is None or not request.app.state.ready:
-        raise NotReady("the index is still loading")
-    return matcher
-
-
 def _wanted(lists: list[str] | None) -> list[str] | None:
     if lists is None:
         return None
     return [name.strip() for value in lists for name in value.split(",") if name.strip()]
 
 
-async def _guarded(request: Request, key: KeyInfo, work: Callable[[], T], size: int) -> T:
+async def _guarded(services: Services, key: KeyInfo, work: Callable[[], T], size: int) -> T:
     """Run ``work`` (a lookup and what is made of it) on the loop when small, else in the
     thread pool; a probe it detects suspends the key."""
     try:
         return work() if size <= INLINE_BATCH else await run_in_threadpool(work)
     except ProbeDetected as probe:
-        await run_in_threadpool(_suspend, request, key, probe)
+        await run_in_threadpool(_suspend, services, key, probe)
         raise KeySuspended(
             "this key is suspended: its queries probed another organisation's list "
             f"{probe.list_name!r}; the operator can reinstate it"
         ) from None
 
 
-def _suspend(request: Request, key: KeyInfo, probe: ProbeDetected) -> None:
-    request.app.state.keys.suspend(key.id)  # this replica stops the key at once
+def _suspend(services: Services, key: KeyInfo, probe: ProbeDetected) -> None:
+    assert services.keys is not None and services.store is not None  # a key got here
+    services.keys.suspend(key.id)  # this replica stops the key at once
     log.warning("suspending key %d of %r: %s", key.id, key.organisation, probe)
     try:
-        suspend_key(
-            request.app.state.store,
+        services.store.keys.suspend(
             key.id,
             actor="probe-guard",
             reason=str(probe),
@@ -103,30 +97,30 @@ def _suspend(request: Request, key: KeyInfo, probe: ProbeDetected) -> None:
     summary="Match up to 10,000 hashes",
     openapi_extra=body_limit(MAX_HASHES_BODY),
 )
-async def match_hashes(body: MatchHashesIn, request: Request, key: Matching) -> Response:
+async def match_hashes(
+    body: MatchHashesIn, state: StateDep, services: ServicesDep, key: Matching
+) -> Response:
     """Each hash's verdict. Hashes with the same ``group`` are judged as one item (one
     image's PDQ and MD5, say); the others each alone. The body is ``MatchHashesOut``, written
     directly: a batch of 10,000 results is not worth validating again on the way out."""
-    matcher = _matcher(request)
-    names = matchable_lists(matcher, key.organisation, body.lists)
-    guard = request.app.state.probes
+    names = matchable_lists(state, key.organisation, body.lists)
 
     def answer() -> bytes:
-        return _answer_hashes(matcher, body, key.organisation, names, guard)
+        return _answer_hashes(state, body, key.organisation, names, services.probes)
 
-    content = await _guarded(request, key, answer, len(body.hashes))
+    content = await _guarded(services, key, answer, len(body.hashes))
     return Response(content, media_type="application/json")
 
 
 def _answer_hashes(
-    matcher: Matcher,
+    state: MatchState,
     body: MatchHashesIn,
     organisation: str,
     names: frozenset[str],
     guard: ProbeGuard,
 ) -> bytes:
     hashes = parse_hashes(body.hashes)
-    members: list[list[tuple[Hash, str | None]]] = []
+    members: list[list[Query]] = []
     slots: list[tuple[int, int]] = []  # (item, position in it) of each hash
     grouped: dict[str, int] = {}
     for position, (value, given) in enumerate(zip(hashes, body.hashes, strict=True)):
@@ -137,9 +131,9 @@ def _answer_hashes(
         if index == len(members):
             members.append([])
         slots.append((index, len(members[index])))
-        members[index].append((value, None))
+        members[index].append(Query(value))
     verdicts = lookup(
-        matcher,
+        state,
         members,
         organisation=organisation,
         lists=names,
@@ -151,7 +145,7 @@ def _answer_hashes(
         verdict = verdicts[index]
         results.append(
             {
-                "algorithm": value.algorithm.value,
+                "algorithm": value.algorithm.name,
                 "value": value.hex,
                 "group": given.group,
                 "match": verdict.match,
@@ -173,28 +167,32 @@ def _answer_hashes(
 
 def _image_hashes(
     data: bytes, limits: MediaLimits, budget: DecodeBudget
-) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
+) -> tuple[dict[str, ImageHashOut], list[Query]]:
     _, queries = query_hashes(data, limits, budget)
     shown: dict[str, ImageHashOut] = {}
-    for value, variant in queries:
-        if variant in (None, Variant.ORIGINAL.value):
-            shown[value.algorithm.value] = ImageHashOut(
-                algorithm=value.algorithm.value,
+    for query in queries:
+        value = query.hash
+        if query.variant in (None, ORIGINAL):
+            shown[value.algorithm.name] = ImageHashOut(
+                algorithm=value.algorithm.name,
                 value=value.hex,
                 quality=value.quality,
-                low_quality=value.low_quality if value.algorithm is Algorithm.PDQ else None,
+                low_quality=value.low_quality if value.quality is not None else None,
             )
     return shown, queries
 
 
 async def _hash_upload(
-    request: Request,
-) -> tuple[dict[str, ImageHashOut], list[tuple[Hash, str | None]]]:
-    settings = request.app.state.settings
+    request: Request, services: Services
+) -> tuple[dict[str, ImageHashOut], list[Query]]:
+    settings = services.settings
     data = await read_image(request, settings.max_upload_bytes)
-    state = request.app.state
     return await anyio.to_thread.run_sync(
-        _image_hashes, data, settings.media_limits, state.decode_budget, limiter=state.decoders
+        _image_hashes,
+        data,
+        settings.media_limits,
+        services.decode_budget,
+        limiter=services.decoders,
     )
 
 
@@ -204,8 +202,8 @@ async def _hash_upload(
     summary="Hash an image (nothing is stored)",
     openapi_extra=body_limit(IMAGE_ROUTE_BODY),
 )
-async def hash_image(request: Request, _: Matching) -> HashImageOut:
-    shown, _queries = await _hash_upload(request)
+async def hash_image(request: Request, services: ServicesDep, _: Matching) -> HashImageOut:
+    shown, _queries = await _hash_upload(request, services)
     return HashImageOut(hashes=shown, request_id=uuid.uuid4().hex)
 
 
@@ -217,31 +215,31 @@ async def hash_image(request: Request, _: Matching) -> HashImageOut:
 )
 async def match_image(
     request: Request,
+    state: StateDep,
+    services: ServicesDep,
     key: Matching,
     lists: ListsQuery = None,
-    max_distance: Annotated[int | None, Query(ge=0, le=128)] = None,
+    max_distance: Annotated[int | None, Param(ge=0, le=128)] = None,
 ) -> Response:
     """An image as multipart field ``file`` or as the raw body. Flipped and rotated copies
     match too (the 8 dihedral PDQ variants), and so does the picture inside a frame; each
     match says which variant found it. An allow-list hit suppresses the block hits its owner
     (or an owner that trusts it) listed; suppressed hits stay in ``matches``, marked."""
-    shown, queries = await _hash_upload(request)
-    matcher = _matcher(request)
-    names = matchable_lists(matcher, key.organisation, _wanted(lists))
-    guard = request.app.state.probes
+    names = matchable_lists(state, key.organisation, _wanted(lists))
+    shown, queries = await _hash_upload(request, services)
 
     def judge() -> Verdict:
         (verdict,) = lookup(
-            matcher,
+            state,
             [queries],
             organisation=key.organisation,
             lists=names,
             max_distance=max_distance,
-            guard=guard,
+            guard=services.probes,
         )
         return verdict
 
-    verdict = await _guarded(request, key, judge, len(queries))
+    verdict = await _guarded(services, key, judge, len(queries))
     content = {
         **verdict_dict(verdict, key.organisation),
         "hashes": {name: value.model_dump() for name, value in shown.items()},

@@ -3,20 +3,47 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashmatch.api.bodylimit import RouteTable
-from hashmatch.hashing import Algorithm
+from hashmatch.signals import all_signals
+
+if TYPE_CHECKING:
+    from hashmatch.matching.follower import Follower
+
+
+class ReplicaCollector(Collector):
+    """Figures read at scrape time from the replica (index sizes, the change-log cursor), so
+    that they are never stale and cost nothing between scrapes."""
+
+    def __init__(self, follower: Callable[[], Follower | None]) -> None:
+        self._follower = follower
+
+    def collect(self) -> Iterator[Metric]:
+        follower = self._follower()
+        if follower is None:
+            return
+        sizes = GaugeMetricFamily(
+            "hashmatch_index_entries", "live entries per algorithm", labels=["algorithm"]
+        )
+        for signal in all_signals():
+            sizes.add_metric([signal.name], follower.state.size(signal))
+        yield sizes
+        yield GaugeMetricFamily(
+            "hashmatch_change_cursor", "change-log cursor the index reflects", follower.cursor
+        )
 
 
 class Metrics:
@@ -35,23 +62,11 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.index_size = Gauge(
-            "hashmatch_index_entries",
-            "live entries per algorithm",
-            ["algorithm"],
-            registry=self.registry,
-        )
-        self.cursor = Gauge(
-            "hashmatch_change_cursor",
-            "change-log cursor the index reflects",
-            registry=self.registry,
-        )
 
-    def render(self, matcher: Any) -> tuple[bytes, str]:
-        if matcher is not None:
-            for algorithm in Algorithm:
-                self.index_size.labels(algorithm.value).set(matcher.size(algorithm))
-            self.cursor.set(matcher.cursor)
+    def watch(self, follower: Callable[[], Follower | None]) -> None:
+        self.registry.register(ReplicaCollector(follower))
+
+    def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

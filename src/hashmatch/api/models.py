@@ -13,10 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hashmatch import fields
+from hashmatch import fields, signals
 from hashmatch.errors import HashFormatError
-from hashmatch.hashing import Hash, parse_algorithm
-from hashmatch.lookup import MAX_LIST_FILTER
+from hashmatch.matching.lookup import MAX_LIST_FILTER
+from hashmatch.signals import Hash
 
 _HEX_CHARS = 128  # the longest hash in hex (SHA-256 and PDQ: 64; headroom for a clear error)
 
@@ -44,7 +44,7 @@ def parse_hashes(items: Sequence[HashIn], field: str = "hashes") -> builtins.lis
     hashes = []
     for position, item in enumerate(items):
         try:
-            hashes.append(Hash.from_hex(parse_algorithm(item.algorithm), item.value))
+            hashes.append(Hash.from_hex(signals.get(item.algorithm), item.value))
         except HashFormatError as exc:
             raise HashFormatError(f"{field}[{position}]: {exc.message}") from None
     return hashes

@@ -7,19 +7,15 @@ hits of the organisation's own block lists. Every answer is audited with the old
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends, Request
-
-from hashmatch.api.auth import caller, require
+from hashmatch.api.auth import Admin, Caller
+from hashmatch.api.deps import StoreDep
 from hashmatch.api.models import AcceptIn, ShareOut
 from hashmatch.errors import NotFound
-from hashmatch.keys import KeyInfo, Role
 from hashmatch.store import ListInfo, Store
 
 router = APIRouter(prefix="/v1", tags=["sharing"])
-Caller = Annotated[KeyInfo, Depends(caller)]
-Admin = Annotated[KeyInfo, Depends(require(Role.ADMIN))]
 
 
 def _share(info: ListInfo, organisation: str) -> ShareOut:
@@ -27,27 +23,25 @@ def _share(info: ListInfo, organisation: str) -> ShareOut:
 
 
 def _offered(store: Store, name: str, organisation: str) -> ListInfo:
-    info = store.get_list(name)
+    info = store.lists.get(name)
     if organisation not in info.shared_with:
         raise NotFound(f"no list named {name!r} is offered to {organisation!r}")
     return info
 
 
 @router.get("/shares", summary="Lists offered to this key's organisation, and their state")
-def get_shares(request: Request, key: Caller) -> list[ShareOut]:
-    store: Store = request.app.state.store
+def get_shares(store: StoreDep, key: Caller) -> list[ShareOut]:
     return [
         _share(info, key.organisation)
-        for info in store.lists()
+        for info in store.lists.all()
         if key.organisation in info.shared_with
     ]
 
 
 @router.post("/shares/{name}/accept", summary="Accept an offered list into this org's matches")
-def accept(name: str, request: Request, key: Admin, body: AcceptIn | None = None) -> ShareOut:
-    store: Store = request.app.state.store
+def accept(name: str, store: StoreDep, key: Admin, body: AcceptIn | None = None) -> ShareOut:
     _offered(store, name, key.organisation)
-    info = store.answer_offer(
+    info = store.lists.answer_offer(
         name,
         key.organisation,
         actor=key.actor,
@@ -58,8 +52,7 @@ def accept(name: str, request: Request, key: Admin, body: AcceptIn | None = None
 
 
 @router.post("/shares/{name}/leave", summary="Stop matching an accepted list (the offer stays)")
-def leave(name: str, request: Request, key: Admin) -> ShareOut:
-    store: Store = request.app.state.store
+def leave(name: str, store: StoreDep, key: Admin) -> ShareOut:
     _offered(store, name, key.organisation)
-    info = store.answer_offer(name, key.organisation, actor=key.actor, accept=False)
+    info = store.lists.answer_offer(name, key.organisation, actor=key.actor, accept=False)
     return _share(info, key.organisation)

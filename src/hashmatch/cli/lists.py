@@ -1,0 +1,232 @@
+"""``hashmatch lists ...``: create, list, show, import, export, withdraw, revive, offer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hashmatch.cli.common import actor, open_store, print_json, progress, read_input
+from hashmatch.config import Settings
+from hashmatch.errors import ImportRejected
+
+if TYPE_CHECKING:
+    from hashmatch.signals import Hash
+
+
+def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.signals import hamming_signals
+
+    thresholds = {
+        signal.name: getattr(args, f"{signal.name}_threshold")
+        for signal in hamming_signals()
+        if getattr(args, f"{signal.name}_threshold", None) is not None
+    }
+    info = open_store(settings).lists.create(
+        args.name,
+        owner=args.owner,
+        category=args.category,
+        actor=actor(args),
+        kind=args.kind,
+        source=args.source,
+        jurisdiction=args.jurisdiction,
+        description=args.description,
+        thresholds=thresholds,
+        shared_with=args.share or (),
+    )
+    print_json(info.as_dict())
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
+    infos = open_store(settings).lists.all()
+    if args.json:
+        print_json([info.as_dict() for info in infos])
+        return 0
+    print(f"{'NAME':<24} {'KIND':<6} {'CATEGORY':<10} {'OWNER':<16} {'ENABLED':<7} JURISDICTION")
+    for info in infos:
+        print(
+            f"{info.name:<24} {info.kind:<6} {info.category:<10} {info.owner:<16} "
+            f"{'yes' if info.enabled else 'no':<7} {info.jurisdiction}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    info = store.lists.get(args.name)
+    live = sum(1 for _ in store.entries.listed(args.name))
+    print_json({**info.as_dict(), "live_entries": live})
+    return 0
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from tqdm.utils import CallbackIOWrapper
+
+    from hashmatch import signals
+    from hashmatch.hashsets.read import InputFormat, read_hash_set
+
+    store = open_store(settings)
+    store.lists.get(args.name)  # fail before reading a byte of a large file
+    input_format = InputFormat(args.format) if args.format else None
+    algorithm = signals.get(args.algorithm) if args.algorithm else None
+    size = None if args.file == "-" else Path(args.file).stat().st_size
+    with (
+        read_input(args.file) as raw,
+        progress(total=size, unit="B", unit_scale=True, desc="importing") as bar,
+    ):
+        stream: Any = CallbackIOWrapper(bar.update, raw, "read")
+        rows = read_hash_set(stream, input_format=input_format, default_algorithm=algorithm)
+        try:
+            report = store.entries.import_rows(
+                args.name, rows, actor=actor(args), strict=args.strict
+            )
+        except ImportRejected as rejected:
+            if rejected.report is not None:
+                print_json(rejected.report.as_dict())
+            raise
+    print_json(report.as_dict())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.cli.common import write_output
+    from hashmatch.hashsets.write import ExportWriter, Format
+
+    store = open_store(settings)
+    entries = store.entries.listed(args.name, include_withdrawn=args.include_withdrawn)
+    with (
+        write_output(args.output, newline=None) as stream,
+        progress(desc="exporting", unit=" entries") as bar,
+    ):
+        writer = ExportWriter(stream, Format(args.format))
+        for entry in entries:
+            writer.write(entry)
+            bar.update(1)
+    return 0
+
+
+def _named_entries(args: argparse.Namespace) -> tuple[list[str], list[Hash]]:
+    from hashmatch.hashsets.read import HashRow, RowError, read_hash_set
+    from hashmatch.signals import parse_hash
+
+    hashes = [parse_hash(text) for text in args.hash or ()]
+    references = list(args.reference or ())
+    if args.file:
+        with read_input(args.file) as stream:
+            for row in read_hash_set(stream):
+                if isinstance(row, RowError):
+                    raise ImportRejected(f"line {row.line}: {row.reason}; nothing changed")
+                assert isinstance(row, HashRow)
+                hashes.append(row.hash)
+    if not hashes and not references:
+        raise ImportRejected("name the entries: --reference, --hash or --file")
+    return references, hashes
+
+
+def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
+    """``withdraw`` or ``revive``: every name accounted for; exit 1 when some matched nothing
+    (a mistyped reference must not look like a done withdrawal)."""
+    references, hashes = _named_entries(args)
+    store = open_store(settings)
+    act = store.withdrawals.revive if args.revive else store.withdrawals.withdraw
+    report = act(
+        args.name, actor=actor(args), reason=args.reason, references=references, hashes=hashes
+    )
+    print_json(report.as_dict())
+    if report.unmatched:
+        print(
+            f"hashmatch: {len(report.unmatched)} of the names given match no entry of "
+            f"{args.name!r}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
+    store = open_store(settings)
+    offers = list(store.lists.get(args.name).shared_with)
+    named = [org.lower() for org in args.orgs]
+    if args.unshare:
+        offers = [org for org in offers if org not in named]
+    else:
+        offers += [org for org in named if org not in offers]
+    print_json(store.lists.update(args.name, actor=actor(args), shared_with=offers).as_dict())
+    return 0
+
+
+def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
+    from hashmatch.signals import hamming_signals
+
+    lists_cmd = commands.add_parser("lists", help="create, import, export and withdraw lists")
+    sub = lists_cmd.add_subparsers(dest="lists_command", required=True, metavar="COMMAND")
+
+    create = sub.add_parser("create", parents=[actor_parent], help="create a list")
+    create.add_argument("name")
+    create.add_argument("--category", required=True, help="csam, ncii, other, ...")
+    create.add_argument("--source", default="", help="who supplied the hashes")
+    create.add_argument("--jurisdiction", default="", help="e.g. TW, KR")
+    create.add_argument("--kind", choices=["block", "allow"], default="block")
+    create.add_argument("--description", default="")
+    create.add_argument(
+        "--owner", required=True, help="owning organisation (the one its keys act for)"
+    )
+    create.add_argument(
+        "--share", action="append", help="organisation offered the list (it must accept)"
+    )
+    for signal in hamming_signals():
+        create.add_argument(
+            f"--{signal.name}-threshold",
+            type=int,
+            help=f"{signal.name} distance threshold (default {signal.default_threshold})",
+        )
+    create.set_defaults(handler=cmd_create)
+
+    ls = sub.add_parser("ls", help="list the lists")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_ls)
+
+    show = sub.add_parser("show", help="one list's settings and size")
+    show.add_argument("name")
+    show.set_defaults(handler=cmd_show)
+
+    imp = sub.add_parser("import", parents=[actor_parent], help="import a hash-set file")
+    imp.add_argument("name")
+    imp.add_argument("file", help="a file, or - for standard input")
+    imp.add_argument("--format", choices=["csv", "jsonl", "tx"], help="default: detected")
+    imp.add_argument("--algorithm", help="for bare hex lines")
+    imp.add_argument("--strict", action="store_true", help="import nothing if any row is bad")
+    imp.set_defaults(handler=cmd_import)
+
+    exp = sub.add_parser("export", help="export a list's entries")
+    exp.add_argument("name")
+    exp.add_argument("--format", choices=["csv", "jsonl", "tx"], default="csv")
+    exp.add_argument("-o", "--output")
+    exp.add_argument("--include-withdrawn", action="store_true")
+    exp.set_defaults(handler=cmd_export)
+
+    for command, revive, text in (
+        ("withdraw", False, "withdraw entries"),
+        ("revive", True, "bring withdrawn entries back (with a reason)"),
+    ):
+        entries = sub.add_parser(command, parents=[actor_parent], help=text)
+        entries.add_argument("name")
+        entries.add_argument("--reference", action="append", help="the source's reference id")
+        entries.add_argument("--hash", action="append", help="ALG:HEX")
+        entries.add_argument("--file", help=f"a hash-set file of hashes to {command}")
+        entries.add_argument("--reason", required=True)
+        entries.set_defaults(handler=cmd_entries, revive=revive)
+
+    for command, unshare in (("share", False), ("unshare", True)):
+        share = sub.add_parser(
+            command,
+            parents=[actor_parent],
+            help="withdraw a list's offer from organisations"
+            if unshare
+            else "offer a list to organisations (each must accept)",
+        )
+        share.add_argument("name")
+        share.add_argument("orgs", nargs="+", metavar="ORG")
+        share.set_defaults(handler=cmd_share, unshare=unshare)

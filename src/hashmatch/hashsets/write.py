@@ -1,0 +1,161 @@
+"""Hash-set files: the records ``hashmatch hash`` writes, in JSON lines, CSV and ``tx`` lines.
+
+Pure: records in, text out. The same shapes are what list imports read back, so an agency's
+pipeline is ``hashmatch hash DIR --format csv | hashmatch lists import NAME -``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final, Protocol, TextIO
+
+from hashmatch.errors import HashmatchError
+from hashmatch.signals import Hash
+
+
+class Format(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    TX = "tx"
+
+
+CSV_COLUMNS: Final = ("path", "algorithm", "hash", "quality", "low_quality", "bytes", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class HashRecord:
+    """One hash of one file."""
+
+    path: str
+    hash: Hash
+    size: int
+
+    def as_dict(self) -> dict[str, object]:
+        record: dict[str, object] = {
+            "path": self.path,
+            "algorithm": self.hash.algorithm.name,
+            "hash": self.hash.hex,
+            "quality": self.hash.quality,
+            "bytes": self.size,
+        }
+        if self.hash.quality is not None:  # signal types with a quality rule (PDQ)
+            record["low_quality"] = self.hash.low_quality
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """A file that could not be hashed, and why."""
+
+    path: str
+    error: HashmatchError
+
+    def as_dict(self) -> dict[str, object]:
+        return {"path": self.path, "error": self.error.as_dict()}
+
+
+Record = HashRecord | ErrorRecord
+
+
+class RecordWriter:
+    """Writes records to a text stream in one format, header first where the format has one."""
+
+    def __init__(self, stream: TextIO, output_format: Format) -> None:
+        self._stream = stream
+        self._format = output_format
+        self._csv: csv.DictWriter[str] | None = None
+        if output_format is Format.CSV:
+            self._csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+            self._csv.writeheader()
+
+    def write(self, record: Record) -> None:
+        if self._format is Format.JSONL:
+            self._stream.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
+        elif self._format is Format.CSV:
+            assert self._csv is not None
+            self._csv.writerow(_csv_row(record))
+        elif isinstance(record, HashRecord):
+            # tx lines carry hashes only; failures go to stderr and the exit status.
+            self._stream.write(f"{record.hash.algorithm.name} {record.hash.hex}\n")
+
+    def write_all(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.write(record)
+
+
+def _csv_row(record: Record) -> dict[str, object]:
+    if isinstance(record, ErrorRecord):
+        return {"path": record.path, "error": f"{record.error.code}: {record.error.message}"}
+    row = record.as_dict()
+    row["quality"] = "" if record.hash.quality is None else record.hash.quality
+    row["low_quality"] = "true" if row.get("low_quality") else ""
+    return row
+
+
+def render(records: Iterable[Record], output_format: Format) -> str:
+    """All records as one string, for tests and small outputs."""
+    buffer = io.StringIO()
+    RecordWriter(buffer, output_format).write_all(records)
+    return buffer.getvalue()
+
+
+EXPORT_CSV_COLUMNS: Final = ("algorithm", "hash", "reference", "labels", "added_at", "withdrawn_at")
+
+
+class Exported(Protocol):
+    """One list entry as exported (the store's :class:`~hashmatch.store.EntryRow` is one)."""
+
+    @property
+    def hash(self) -> Hash: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def added_at(self) -> dt.datetime: ...
+    @property
+    def withdrawn_at(self) -> dt.datetime | None: ...
+
+
+class ExportWriter:
+    """List entries out, in a form ``hashmatch lists import`` reads back unchanged."""
+
+    def __init__(self, stream: TextIO, output_format: Format) -> None:
+        self._stream = stream
+        self._format = output_format
+        self._csv: csv.DictWriter[str] | None = None
+        if output_format is Format.CSV:
+            self._csv = csv.DictWriter(stream, fieldnames=EXPORT_CSV_COLUMNS, lineterminator="\n")
+            self._csv.writeheader()
+
+    def write(self, row: Exported) -> None:
+        withdrawn_at = row.withdrawn_at.isoformat() if row.withdrawn_at else None
+        record = {
+            "algorithm": row.hash.algorithm.name,
+            "hash": row.hash.hex,
+            "reference": row.reference,
+            "labels": list(row.labels),
+            "added_at": row.added_at.isoformat(),
+            "withdrawn_at": withdrawn_at,
+        }
+        if self._format is Format.JSONL:
+            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self._format is Format.CSV:
+            assert self._csv is not None
+            self._csv.writerow(
+                {
+                    **record,
+                    "reference": row.reference or "",
+                    "labels": ";".join(row.labels),
+                    "withdrawn_at": withdrawn_at or "",
+                }
+            )
+        else:
+            reference = f" {row.reference}" if row.reference else ""
+            self._stream.write(f"{row.hash.algorithm.name} {row.hash.hex}{reference}\n")
