@@ -16,7 +16,15 @@ from starlette.concurrency import run_in_threadpool
 from hashmatch.api.auth import Caller, Contributor
 from hashmatch.api.bodylimit import body_limit
 from hashmatch.api.deps import StoreDep
-from hashmatch.api.models import EntriesIn, ListIn, ListPatch, WithdrawIn, parse_hashes
+from hashmatch.api.models import (
+    EntriesIn,
+    EntriesPage,
+    ListIn,
+    ListOut,
+    ListPatch,
+    WithdrawIn,
+    parse_hashes,
+)
 from hashmatch.api.uploads import file_stream, media_type, read_body
 from hashmatch.errors import Forbidden, NotFound
 from hashmatch.hashsets.read import HashRow, RowError, entry_row, read_hash_set
@@ -50,16 +58,16 @@ def _owned(store: Store, name: str, key: KeyInfo) -> ListInfo:
 
 
 @router.get("/lists", summary="Lists this key's organisation owns or is offered")
-def get_lists(store: StoreDep, key: Caller) -> list[dict[str, Any]]:
+def get_lists(store: StoreDep, key: Caller) -> list[ListOut]:
     return [
-        info.as_dict(key.organisation)
+        info.report(key.organisation)
         for info in store.lists.all()
         if can_see(info, key.organisation)
     ]
 
 
 @router.post("/lists", status_code=201, summary="Create a list owned by the key's organisation")
-def create_list(body: ListIn, store: StoreDep, key: Contributor) -> dict[str, Any]:
+def create_list(body: ListIn, store: StoreDep, key: Contributor) -> ListOut:
     info = store.lists.create(
         body.name,
         owner=key.organisation,
@@ -72,19 +80,19 @@ def create_list(body: ListIn, store: StoreDep, key: Contributor) -> dict[str, An
         thresholds=body.thresholds,
         shared_with=body.shared_with,
     )
-    return info.as_dict(key.organisation)
+    return info.report(key.organisation)
 
 
 @router.get("/lists/{name}", summary="One list")
-def get_list(name: str, store: StoreDep, key: Caller) -> dict[str, Any]:
-    return _visible(store, name, key).as_dict(key.organisation)
+def get_list(name: str, store: StoreDep, key: Caller) -> ListOut:
+    return _visible(store, name, key).report(key.organisation)
 
 
 @router.patch("/lists/{name}", summary="Enable, disable, offer or re-describe a list")
-def patch_list(name: str, body: ListPatch, store: StoreDep, key: Contributor) -> dict[str, Any]:
+def patch_list(name: str, body: ListPatch, store: StoreDep, key: Contributor) -> ListOut:
     _owned(store, name, key)
     changes = body.model_dump(exclude_unset=True)
-    return store.lists.update(name, actor=key.actor, **changes).as_dict(key.organisation)
+    return store.lists.update(name, actor=key.actor, **changes).report(key.organisation)
 
 
 @router.post(
@@ -169,26 +177,15 @@ def list_entries(
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     include_withdrawn: bool = False,
-) -> dict[str, Any]:
+) -> EntriesPage:
     _owned(store, name, key)
     page = list(
         store.entries.listed(name, include_withdrawn=include_withdrawn, after_id=after, limit=limit)
     )
-    return {
-        "entries": [
-            {
-                "entry_id": e.id,
-                "algorithm": e.hash.algorithm.name,
-                "hash": e.hash.hex,
-                "reference": e.reference,
-                "labels": list(e.labels),
-                "added_at": e.added_at.isoformat(),
-                "withdrawn_at": e.withdrawn_at.isoformat() if e.withdrawn_at else None,
-            }
-            for e in page
-        ],
-        "next": page[-1].id if len(page) == limit else None,
-    }
+    return EntriesPage(
+        entries=[entry.report() for entry in page],
+        next=page[-1].id if len(page) == limit else None,
+    )
 
 
 @router.get("/changes", summary="The change log after a cursor, for the lists this key matches")

@@ -37,6 +37,7 @@ from hashmatch.matching.state import MatchState
 from hashmatch.matching.verdict import Verdict, hit_dict, verdict_dict
 from hashmatch.media import DecodeBudget, MediaLimits
 from hashmatch.signals import ORIGINAL, Query, query_hashes
+from hashmatch.signals.registry import MAX_DISTANCE
 from hashmatch.store.keys import KeyInfo
 
 T = TypeVar("T")
@@ -219,7 +220,7 @@ async def match_image(
     services: ServicesDep,
     key: Matching,
     lists: ListsQuery = None,
-    max_distance: Annotated[int | None, Param(ge=0, le=128)] = None,
+    max_distance: Annotated[int | None, Param(ge=0, le=MAX_DISTANCE)] = None,
 ) -> Response:
     """An image as multipart field ``file`` or as the raw body. Flipped and rotated copies
     match too (the 8 dihedral PDQ variants), and so does the picture inside a frame; each

@@ -16,15 +16,16 @@ from pydantic import BaseModel, Field
 from hashmatch import fields, signals
 from hashmatch.errors import HashFormatError
 from hashmatch.matching.lookup import MAX_LIST_FILTER
+from hashmatch.matching.verdict import MatchOut
 from hashmatch.signals import Hash
-
-_HEX_CHARS = 128  # the longest hash in hex (SHA-256 and PDQ: 64; headroom for a clear error)
+from hashmatch.signals.registry import MAX_DISTANCE, MAX_NAME_CHARS, MAX_TEXT_CHARS
+from hashmatch.store.records import EntryOut, ListOut, ShareOut
 
 
 class HashIn(BaseModel):
-    algorithm: str = Field(max_length=16, examples=["pdq"])
+    algorithm: str = Field(max_length=MAX_NAME_CHARS, examples=["pdq"])
     value: str = Field(
-        max_length=_HEX_CHARS,
+        max_length=MAX_TEXT_CHARS,
         description="lowercase or uppercase hex",
         examples=["f8f8f0cce0f4a84f" * 4],
     )
@@ -57,26 +58,9 @@ class MatchHashesIn(BaseModel):
         max_length=MAX_LIST_FILTER,
         description="only these lists (each must be one the key may match)",
     )
-    max_distance: int | None = Field(default=None, ge=0, le=128, description="only tightens")
-
-
-class MatchOut(BaseModel):
-    list: str
-    kind: str
-    category: str
-    entry_id: int
-    reference: str | None
-    labels: builtins.list[str]
-    algorithm: str
-    distance: int | None = Field(
-        description="exact Hamming distance, for lists the caller owns; null for others"
+    max_distance: int | None = Field(
+        default=None, ge=0, le=MAX_DISTANCE, description="only tightens"
     )
-    band: Literal["exact", "near"] = Field(
-        description="exact: distance 0; near: within the list's threshold"
-    )
-    variant: str | None = None
-    suppressed: bool = False
-    suppressed_by: str | None = Field(default=None, description="the allow-list that did")
 
 
 class HashResultOut(BaseModel):
@@ -140,8 +124,8 @@ class ListPatch(BaseModel):
 
 
 class EntryIn(BaseModel):
-    algorithm: str = Field(max_length=16)
-    hash: str = Field(max_length=_HEX_CHARS)
+    algorithm: str = Field(max_length=MAX_NAME_CHARS)
+    hash: str = Field(max_length=MAX_TEXT_CHARS)
     reference: str | None = Field(default=None, max_length=fields.MAX_REFERENCE_CHARS)
     labels: list[str] = Field(default_factory=list, max_length=fields.MAX_LABELS)
 
@@ -164,10 +148,28 @@ class AcceptIn(BaseModel):
     )
 
 
-class ShareOut(BaseModel):
-    list: str
-    owner: str
-    kind: str
-    category: str
-    state: Literal["offered", "accepted"]
-    trusted: bool
+class EntriesPage(BaseModel):
+    entries: list[EntryOut]
+    next: int | None = Field(description="the ``after`` of the next page; null on the last")
+
+
+__all__ = [
+    "AcceptIn",
+    "EntriesIn",
+    "EntriesPage",
+    "EntryIn",
+    "EntryOut",
+    "HashImageOut",
+    "HashIn",
+    "HashResultOut",
+    "ImageHashOut",
+    "ListIn",
+    "ListOut",
+    "ListPatch",
+    "MatchHashesIn",
+    "MatchHashesOut",
+    "MatchImageOut",
+    "MatchOut",
+    "ShareOut",
+    "WithdrawIn",
+]

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1", tags=["sharing"])
 
 
 def _share(info: ListInfo, organisation: str) -> ShareOut:
-    return ShareOut(**info.offer_to(organisation))
+    return info.offer_to(organisation)
 
 
 def _offered(store: Store, name: str, organisation: str) -> ListInfo:

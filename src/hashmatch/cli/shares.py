@@ -14,7 +14,7 @@ from hashmatch.config import Settings
 def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
     organisation = fields.organisation(args.org, "--org")
     offers = [info for info in open_store(settings).lists.all() if organisation in info.shared_with]
-    print_json([info.offer_to(organisation) for info in offers])
+    print_json([info.offer_to(organisation).model_dump() for info in offers])
     return 0
 
 

@@ -20,10 +20,13 @@ organisation's hash values bit by bit (see :mod:`.probes` for the rest of that r
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
 
 from hashmatch.matching.policy import may_suppress
 
@@ -101,23 +104,48 @@ def shown_distance(match: Match, organisation: str | None) -> int | None:
     return None
 
 
+class MatchOut(BaseModel):
+    """A hit as every front end reports it (the HTTP API's schema, the CLI's JSON)."""
+
+    list: str
+    kind: str
+    category: str
+    entry_id: int
+    reference: str | None
+    labels: builtins.list[str]
+    algorithm: str
+    distance: int | None = Field(
+        description="exact Hamming distance, for lists the caller owns; null for others"
+    )
+    band: Literal["exact", "near"] = Field(
+        description="exact: distance 0; near: within the list's threshold"
+    )
+    variant: str | None = None
+    suppressed: bool = False
+    suppressed_by: str | None = Field(default=None, description="the allow-list that did")
+
+    @classmethod
+    def of(cls, hit: Hit, organisation: str | None) -> MatchOut:
+        """``hit`` as reported to ``organisation`` (``None``: the operator)."""
+        match = hit.match
+        return cls(
+            list=match.list,
+            kind=match.kind,
+            category=match.category,
+            entry_id=match.entry_id,
+            reference=match.reference,
+            labels=builtins.list(match.labels),
+            algorithm=match.algorithm.name,
+            distance=shown_distance(match, organisation),
+            band=band(match.distance).value,
+            variant=None if hit.variant is None else str(hit.variant),
+            suppressed=hit.suppressed_by is not None,
+            suppressed_by=hit.suppressed_by,
+        )
+
+
 def hit_dict(hit: Hit, organisation: str | None) -> dict[str, Any]:
-    """A hit as the API and the CLI report it to ``organisation`` (``None``: the operator)."""
-    match = hit.match
-    return {
-        "list": match.list,
-        "kind": match.kind,
-        "category": match.category,
-        "entry_id": match.entry_id,
-        "reference": match.reference,
-        "labels": list(match.labels),
-        "algorithm": match.algorithm.name,
-        "distance": shown_distance(match, organisation),
-        "band": band(match.distance).value,
-        "variant": None if hit.variant is None else str(hit.variant),
-        "suppressed": hit.suppressed_by is not None,
-        "suppressed_by": hit.suppressed_by,
-    }
+    return MatchOut.of(hit, organisation).model_dump()
 
 
 def verdict_dict(verdict: Verdict, organisation: str | None) -> dict[str, Any]:

@@ -6,25 +6,37 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 from hashmatch.errors import UnknownAlgorithm
 from hashmatch.signals.types import IndexKind, SignalType
 
 _REGISTRY: dict[str, SignalType] = {}
 
+#: What the store's columns hold, and so the most any signal type may declare: names of 16
+#: characters, codes of 512 bits (128 hex digits).
+MAX_NAME_CHARS: Final = 16
+MAX_BITS: Final = 512
+MAX_TEXT_CHARS: Final = MAX_BITS // 4
+#: The largest ``max_distance`` a request may give. It only ever tightens a list's threshold,
+#: and every threshold is bounded far below it.
+MAX_DISTANCE: Final = 128
+
 
 def register(signal: SignalType) -> SignalType:
-    """Add a signal type; its name must be new, lowercase ASCII and at most 16 characters (the
-    store's column), and its code at most 512 bits (the store's column)."""
+    """Add a signal type: a new lowercase ASCII name, a code of whole bytes within the store's
+    columns, thresholds within half the code."""
     name = signal.name
-    if not (name.isascii() and name.isidentifier() and name == name.lower() and len(name) <= 16):
+    short = len(name) <= MAX_NAME_CHARS
+    if not (name.isascii() and name.isidentifier() and name == name.lower() and short):
         raise ValueError(
-            f"signal names are lowercase identifiers of 16 characters at most: {name!r}"
+            f"signal names are lowercase identifiers of {MAX_NAME_CHARS} characters at most: "
+            f"{name!r}"
         )
     if name in _REGISTRY:
         raise ValueError(f"a signal type named {name!r} is registered already")
-    if signal.bits % 8 or not 0 < signal.bits <= 512:
-        raise ValueError(f"{name}: codes are 8 to 512 bits, a whole number of bytes")
+    if signal.bits % 8 or not 0 < signal.bits <= MAX_BITS:
+        raise ValueError(f"{name}: codes are 8 to {MAX_BITS} bits, a whole number of bytes")
     if signal.index_kind is IndexKind.EXACT and (signal.default_threshold or signal.max_threshold):
         raise ValueError(f"{name}: exact signals have no thresholds")
     if not 0 <= signal.default_threshold <= signal.max_threshold <= signal.bits // 2:

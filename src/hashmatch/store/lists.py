@@ -19,7 +19,7 @@ from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
 from hashmatch.store.audit import AuditLog
 from hashmatch.store.changes import ChangeLog
 from hashmatch.store.database import Database, new_id, utcnow
-from hashmatch.store.records import ListInfo
+from hashmatch.store.records import EDITABLE_FIELDS, ListInfo
 from hashmatch.store.schema import list_shares, lists, organisations
 
 LIST_KINDS: Final = ("block", "allow")
@@ -115,8 +115,7 @@ class Lists:
         """Change what its owner may change; the audit row keeps the old and new values.
         ``shared_with`` replaces the set of offers: organisations left out lose the list
         (accepted or not), new ones get an offer, the others keep their answer."""
-        allowed = {"enabled", "description", "source", "jurisdiction", "category", "thresholds"}
-        unknown = set(changes) - allowed - {"shared_with"}
+        unknown = set(changes) - set(EDITABLE_FIELDS)
         if unknown:
             raise InvalidField(sorted(unknown)[0], "cannot be changed")
         current = self.get(name)

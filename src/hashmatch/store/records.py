@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, Field
 
 from hashmatch import fields
 from hashmatch.hashsets.read import HashRow, RowError
@@ -12,6 +14,60 @@ from hashmatch.signals import Hash
 
 #: Rows an import reports by line (the counts are always exact).
 MAX_REPORTED_ERRORS: Final = 1_000
+
+
+class ListOut(BaseModel):
+    """A list as every front end reports it."""
+
+    name: str
+    owner: str
+    kind: str
+    category: str
+    source: str
+    jurisdiction: str
+    description: str
+    enabled: bool
+    thresholds: dict[str, int]
+    shared_with: list[str] = Field(description="organisations offered the list")
+    accepted_by: list[str] = Field(description="those of them that accepted it")
+    trusted_by: list[str] = Field(
+        description="those that let it (an allow-list) suppress their own block lists"
+    )
+
+
+class ShareOut(BaseModel):
+    """A list offered to an organisation, as that organisation sees it."""
+
+    list: str
+    owner: str
+    kind: str
+    category: str
+    state: Literal["offered", "accepted"]
+    trusted: bool
+
+
+class EntryOut(BaseModel):
+    """An entry as every front end reports it to its list's owner."""
+
+    entry_id: int
+    algorithm: str
+    hash: str
+    reference: str | None
+    labels: list[str]
+    added_at: str
+    withdrawn_at: str | None
+
+
+#: What a list's owner may change, as the store changes it and the audit log records it.
+EDITABLE_FIELDS: Final = (
+    "enabled",
+    "description",
+    "source",
+    "jurisdiction",
+    "category",
+    "thresholds",
+    "shared_with",
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +90,7 @@ class ListInfo:
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
-    def as_dict(self, organisation: str | None = None) -> dict[str, Any]:
+    def report(self, organisation: str | None = None) -> ListOut:
         """The list as ``organisation`` may see it: its sharing in full for the owner (and
         the operator, ``None``), only its own offer for anyone else."""
 
@@ -43,43 +99,39 @@ class ListInfo:
                 return list(names)
             return [name for name in names if name == organisation]
 
-        return {
-            "name": self.name,
-            "owner": self.owner,
-            "kind": self.kind,
-            "category": self.category,
-            "source": self.source,
-            "jurisdiction": self.jurisdiction,
-            "description": self.description,
-            "enabled": self.enabled,
-            "thresholds": self.thresholds,
-            "shared_with": seen(self.shared_with),
-            "accepted_by": seen(self.accepted_by),
-            "trusted_by": seen(self.trusted_by),
-        }
+        return ListOut(
+            name=self.name,
+            owner=self.owner,
+            kind=self.kind,
+            category=self.category,
+            source=self.source,
+            jurisdiction=self.jurisdiction,
+            description=self.description,
+            enabled=self.enabled,
+            thresholds=self.thresholds,
+            shared_with=seen(self.shared_with),
+            accepted_by=seen(self.accepted_by),
+            trusted_by=seen(self.trusted_by),
+        )
 
-    def offer_to(self, organisation: str) -> dict[str, Any]:
+    def as_dict(self, organisation: str | None = None) -> dict[str, Any]:
+        return self.report(organisation).model_dump()
+
+    def offer_to(self, organisation: str) -> ShareOut:
         """The offer of this list to ``organisation``, as that organisation sees it."""
-        return {
-            "list": self.name,
-            "owner": self.owner,
-            "kind": self.kind,
-            "category": self.category,
-            "state": "accepted" if organisation in self.accepted_by else "offered",
-            "trusted": organisation in self.trusted_by,
-        }
+        return ShareOut(
+            list=self.name,
+            owner=self.owner,
+            kind=self.kind,
+            category=self.category,
+            state="accepted" if organisation in self.accepted_by else "offered",
+            trusted=organisation in self.trusted_by,
+        )
 
     def editable(self) -> dict[str, Any]:
         """The values an owner may change, as the audit log records them."""
-        return {
-            "enabled": self.enabled,
-            "description": self.description,
-            "source": self.source,
-            "jurisdiction": self.jurisdiction,
-            "category": self.category,
-            "thresholds": dict(self.thresholds),
-            "shared_with": list(self.shared_with),
-        }
+        values = self.as_dict()
+        return {name: values[name] for name in EDITABLE_FIELDS}
 
 
 @dataclass
@@ -134,3 +186,14 @@ class EntryRow:
     labels: tuple[str, ...]
     added_at: dt.datetime
     withdrawn_at: dt.datetime | None = None
+
+    def report(self) -> EntryOut:
+        return EntryOut(
+            entry_id=self.id,
+            algorithm=self.hash.algorithm.name,
+            hash=self.hash.hex,
+            reference=self.reference,
+            labels=list(self.labels),
+            added_at=self.added_at.isoformat(),
+            withdrawn_at=self.withdrawn_at.isoformat() if self.withdrawn_at else None,
+        )
