@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -45,3 +49,30 @@ def encode(image: Image.Image, image_format: str = "JPEG", **params: object) -> 
     buffer = io.BytesIO()
     image.save(buffer, image_format, **params)
     return buffer.getvalue()
+
+
+def hashmatch_env(**settings: str | Path) -> dict[str, str]:
+    """This environment without its ``HASHMATCH_*`` settings, plus ``settings`` (``data_dir=``
+    becomes ``HASHMATCH_DATA_DIR``): a child sees only the settings its test gives it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HASHMATCH_")}
+    env.update({f"HASHMATCH_{name.upper()}": str(value) for name, value in settings.items()})
+    return env
+
+
+def run_hashmatch(
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[bytes]:
+    """``python -m hashmatch ARGS`` in a real process; ``env`` replaces the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "hashmatch", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        env=None if env is None else dict(env),
+        cwd=cwd,
+        timeout=timeout,
+        check=False,
+    )

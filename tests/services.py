@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
+from conftest import hashmatch_env, run_hashmatch
 from dbs import database
 from hashmatch.api.app import create_app
 from hashmatch.api.deps import Services, services_of
@@ -69,19 +68,18 @@ class Service:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def share_one(self, owner: dict[str, str], partner_admin: dict[str, str], pdq_hex: str) -> None:
+        """``ncii-kr``: ``owner``'s list of one PDQ hash (``case-1``), offered to the partner
+        whose admin key is given, accepted, and followed."""
+        self.create_list(owner, "ncii-kr", shared_with=["ncc"])
+        self.add(owner, "ncii-kr", ("pdq", pdq_hex, "case-1"))
+        accepted = self.post("/v1/shares/ncii-kr/accept", partner_admin)
+        assert accepted.status_code == 200, accepted.text
+        self.follow()
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        env = {
-            **os.environ,
-            "HASHMATCH_DATA_DIR": str(self.settings.data_dir),
-            "HASHMATCH_DATABASE_URL": self.url,
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "hashmatch", *args],
-            capture_output=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
+        env = hashmatch_env(data_dir=self.settings.data_dir, database_url=self.url)
+        return run_hashmatch(*args, env=env)
 
 
 @contextmanager

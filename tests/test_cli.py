@@ -11,22 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import encode, natural_image
+from conftest import encode, natural_image, run_hashmatch
 from hashmatch import signals
 from hashmatch.cli import EXIT_CODES, exit_code_for
 from hashmatch.errors import ConfigError, CorruptMedia, UnknownAlgorithm
 from hashmatch.signals import hash_bytes
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hashmatch", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    return run_hashmatch(*args, cwd=cwd)
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_bad_file_is_an_error_record_and_exit_1(photo_tree: Path) -> None:
     assert "script" in errors["notes.jpg"]["message"]
     hashed = {Path(r["path"]).name for r in records if "hash" in r}
     assert hashed == {"a.jpg", "b.png", "c.webp"}  # the run went on past the bad files
-    assert "broken.jpg" in result.stderr and "2 failed" in result.stderr
+    assert b"broken.jpg" in result.stderr and b"2 failed" in result.stderr
 
 
 def test_missing_path_is_reported(tmp_path: Path) -> None:
@@ -88,7 +81,7 @@ def test_csv_has_header_and_error_rows(photo_tree: Path) -> None:
     (photo_tree / "empty.jpg").write_bytes(b"")
     result = run_cli("hash", photo_tree, "--format", "csv", "-a", "pdq")
     assert result.returncode == 1
-    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    rows = list(csv.DictReader(io.StringIO(result.stdout.decode())))
     assert list(rows[0]) == [
         "path",
         "algorithm",
@@ -107,7 +100,7 @@ def test_csv_has_header_and_error_rows(photo_tree: Path) -> None:
 def test_tx_lines_and_output_file(photo_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "hashes.txt"
     result = run_cli("hash", photo_tree, "--format", "tx", "-a", "pdq,md5", "-o", out)
-    assert result.returncode == 0 and result.stdout == ""
+    assert result.returncode == 0 and result.stdout == b""
     lines = out.read_text().splitlines()
     assert len(lines) == 6
     expected_order = [(p, a) for p in GOOD for a in ("pdq", "md5")]
@@ -124,35 +117,23 @@ def test_parallel_output_equals_serial(photo_tree: Path) -> None:
     serial = run_cli("hash", photo_tree, "-j", "1", "-a", "pdq,phash")
     parallel = run_cli("hash", photo_tree, "-j", "2", "-a", "pdq,phash")
     assert serial.returncode == parallel.returncode == 0
-    assert serial.stdout == parallel.stdout and serial.stdout.count("\n") == 24
+    assert serial.stdout == parallel.stdout and serial.stdout.count(b"\n") == 24
 
 
 def test_unknown_algorithm_is_a_usage_error(photo_tree: Path) -> None:
     result = run_cli("hash", photo_tree, "-a", "pdq,photodna")
     assert result.returncode == 2
-    assert "unknown algorithm 'photodna'" in result.stderr and result.stdout == ""
+    assert b"unknown algorithm 'photodna'" in result.stderr and result.stdout == b""
 
 
 def test_bad_setting_names_the_variable(photo_tree: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hashmatch", "hash", str(photo_tree)],
-        capture_output=True,
-        text=True,
-        env={"HASHMATCH_MAX_PIXELS": "lots", "PATH": ""},
-        check=False,
-    )
+    result = run_hashmatch("hash", photo_tree, env={"HASHMATCH_MAX_PIXELS": "lots", "PATH": ""})
     assert result.returncode == 78
-    assert "HASHMATCH_MAX_PIXELS" in result.stderr
+    assert b"HASHMATCH_MAX_PIXELS" in result.stderr
 
 
 def test_limits_come_from_settings(photo_tree: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "hashmatch", "hash", str(photo_tree / "a.jpg")],
-        capture_output=True,
-        text=True,
-        env={"HASHMATCH_MAX_PIXELS": "1000"},
-        check=False,
-    )
+    result = run_hashmatch("hash", photo_tree / "a.jpg", env={"HASHMATCH_MAX_PIXELS": "1000"})
     assert result.returncode == 1
     assert json.loads(result.stdout)["error"]["code"] == "too_many_pixels"
 

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import encode, natural_image
+from conftest import encode, hashmatch_env, natural_image, run_hashmatch
 
 
 def cli(
     data_dir: Path, *args: str | Path, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "HASHMATCH_DATA_DIR": str(data_dir)}
-    env.pop("HASHMATCH_DATABASE_URL", None)
-    return subprocess.run(
-        [sys.executable, "-m", "hashmatch", *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return run_hashmatch(*args, env=hashmatch_env(data_dir=data_dir), stdin=stdin)
 
 
 @pytest.fixture

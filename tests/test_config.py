@@ -51,3 +51,37 @@ def test_overrides_win_and_none_is_ignored() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def test_threshold_bounds_in_one_variable_or_one_per_signal_type() -> None:
+    listed = Settings.from_env({"HASHMATCH_MAX_THRESHOLDS": "PDQ=45, phash=6"})
+    single = Settings.from_env(
+        {"HASHMATCH_MAX_THRESHOLD_PDQ": "45", "HASHMATCH_MAX_THRESHOLD_PHASH": "6"}
+    )
+    both = Settings.from_env(
+        {"HASHMATCH_MAX_THRESHOLDS": "pdq=45", "HASHMATCH_MAX_THRESHOLD_PHASH": "6"}
+    )
+    for settings in (listed, single, both):
+        assert settings.max_thresholds == (("pdq", 45), ("phash", 6))
+        assert settings.threshold_bounds.defaults() == {"pdq": 31, "phash": 6}
+    assert Settings.from_env({}).threshold_bounds.defaults() == {"pdq": 31, "phash": 6}
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"HASHMATCH_MAX_THRESHOLDS": "pdq=45,pdq=40"}, "at most once"),
+        ({"HASHMATCH_MAX_THRESHOLDS": "pdq"}, "NAME=BITS"),
+        ({"HASHMATCH_MAX_THRESHOLDS": "md5=3"}, "no signal type matched by distance"),
+        ({"HASHMATCH_MAX_THRESHOLD_PDQ": "200"}, "pdq bound must be 0-128"),
+        ({"HASHMATCH_MAX_THRESHOLD_PDQ": "many"}, "HASHMATCH_MAX_THRESHOLD_PDQ"),
+        ({"HASHMATCH_MAX_THRESHOLD_NOPE": "3"}, "'nope'"),
+        (
+            {"HASHMATCH_MAX_THRESHOLDS": "pdq=45", "HASHMATCH_MAX_THRESHOLD_PDQ": "40"},
+            "contradicts",
+        ),
+    ],
+)
+def test_bad_threshold_bounds_are_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        Settings.from_env(env)

@@ -10,10 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from conftest import hashmatch_env, run_hashmatch
 from dbs import BACKENDS, database
 from hashmatch.matching.follower import Follower
 from hashmatch.signals import PDQ
@@ -27,11 +29,17 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def cli_env(url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "HASHMATCH_DATABASE_URL": url,
-        "HASHMATCH_DATA_DIR": str(tmp_path / "index"),
-    }
+    return hashmatch_env(database_url=url, data_dir=tmp_path / "index")
+
+
+def import_file(url: str, tmp_path: Path, path: Path, timeout: float = 120) -> dict[str, Any]:
+    """``hashmatch lists import l PATH`` in a real process; its JSON report."""
+    result = run_hashmatch(
+        "lists", "import", "l", path, env=cli_env(url, tmp_path), timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def write_csv(path: Path, count: int, seed: int = 0) -> None:
@@ -67,15 +75,7 @@ def test_kill_9_mid_import_leaves_all_or_nothing(url: str, tmp_path: Path) -> No
     # nothing is left locked: the next import goes through
     small = tmp_path / "small.csv"
     write_csv(small, 10, seed=1)
-    retry = subprocess.run(
-        [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(small)],
-        env=cli_env(url, tmp_path),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert retry.returncode == 0, retry.stderr
-    assert json.loads(retry.stdout)["added"] == 10
+    assert import_file(url, tmp_path, small)["added"] == 10
     store.close()
     reopened.close()
 
@@ -99,15 +99,7 @@ def test_malformed_files_are_reported_and_change_nothing(
     before = store.changes.latest()
     path = tmp_path / f"{name}.txt"
     path.write_bytes(MALFORMED[name])
-    result = subprocess.run(
-        [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(path)],
-        env=cli_env(url, tmp_path),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = import_file(url, tmp_path, path)
     assert report["added"] == 0 and report["rejected"] >= 1
     assert all(e["line"] >= 1 and e["reason"] for e in report["errors"])
     assert list(store.entries.listed("l", include_withdrawn=True)) == []
@@ -125,15 +117,7 @@ def test_a_two_gigabyte_line_is_one_bad_row(tmp_path: Path) -> None:
             f.truncate(2 * 1024**3)  # sparse: 2 GB of NUL bytes without a newline
             f.seek(0, os.SEEK_END)
             f.write(b"\npdq " + b"ab" * 32 + b"\n")
-        result = subprocess.run(
-            [sys.executable, "-m", "hashmatch", "lists", "import", "l", str(path)],
-            env=cli_env(url, tmp_path),
-            capture_output=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        report = json.loads(result.stdout)
+        report = import_file(url, tmp_path, path, timeout=300)
         assert (report["added"], report["rejected"]) == (1, 1)
         assert report["errors"] == [{"line": 1, "reason": "line longer than 1048576 bytes"}]
         store.close()

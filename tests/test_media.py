@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -350,18 +351,23 @@ def test_address_space_cap_still_decodes_a_normal_image() -> None:
     assert result == {"code": "decoded", "message": "(512, 384)"}
 
 
-def _run_capped(data: bytes) -> dict[str, str]:
+def _run_child(code: str, data: bytes, timeout: float) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter with ``data`` on stdin; its JSON reply."""
     completed = subprocess.run(
-        [sys.executable, "-c", _ADDRESS_SPACE_CHILD],
+        [sys.executable, "-c", code],
         input=data,
         capture_output=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
     )
     assert completed.returncode == 0, completed.stderr.decode(errors="replace")
-    result: dict[str, str] = json.loads(completed.stdout)
+    result: dict[str, Any] = json.loads(completed.stdout)
     return result
+
+
+def _run_capped(data: bytes) -> dict[str, Any]:
+    return _run_child(_ADDRESS_SPACE_CHILD, data, timeout=60)
 
 
 # --- 2. byte and pixel caps -------------------------------------------------------------------
@@ -1268,18 +1274,8 @@ print(json.dumps({"outcome": outcome, "growth": growth, "estimate": estimate}))
 """
 
 
-def _decode_peak(data: bytes) -> dict[str, object]:
-    completed = subprocess.run(
-        [sys.executable, "-c", _PEAK_CHILD],
-        input=data,
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
-    )
-    assert completed.returncode == 0, completed.stderr.decode(errors="replace")
-    result: dict[str, object] = json.loads(completed.stdout)
-    return result
+def _decode_peak(data: bytes) -> dict[str, Any]:
+    return _run_child(_PEAK_CHILD, data, timeout=120)
 
 
 @pytest.mark.parametrize("bomb", BOMBS, ids=[bomb.name for bomb in BOMBS])

@@ -206,10 +206,7 @@ def test_the_bit_flip_batch_rebuilds_nothing_for_another_organisation(service: S
     partner = service.key("ncc", Role.MATCH)
     partner_admin = service.key("ncc", Role.ADMIN)
     listed = bytes.fromhex(random_hexes(1, seed=21)[0])
-    service.create_list(owner, "ncii-kr", shared_with=["ncc"])
-    service.add(owner, "ncii-kr", ("pdq", listed.hex(), "case-1"))
-    service.post("/v1/shares/ncii-kr/accept", partner_admin)
-    service.follow()
+    service.share_one(owner, partner_admin, listed.hex())
     near = flip(listed, 10, seed=1)  # a near-duplicate the attacker holds
     batch = [near] + [flip_bit(near, i) for i in range(256)]
     body = {"hashes": [{"algorithm": "pdq", "value": q.hex()} for q in batch]}
@@ -238,10 +235,7 @@ def test_a_boundary_probe_suspends_the_key_before_it_learns_the_hash(service: Se
     partner, partner_admin = service.key("ncc", Role.MATCH), service.key("ncc", Role.ADMIN)
     second = service.key("ncc", Role.MATCH)
     listed = bytes.fromhex(random_hexes(1, seed=22)[0])
-    service.create_list(owner, "ncii-kr", shared_with=["ncc"])
-    service.add(owner, "ncii-kr", ("pdq", listed.hex(), "case-1"))
-    service.post("/v1/shares/ncii-kr/accept", partner_admin)
-    service.follow()
+    service.share_one(owner, partner_admin, listed.hex())
     near = flip(listed, 12, seed=2)
 
     def ask(key: dict[str, str], query: bytes, max_distance: int) -> bool | None:
@@ -401,10 +395,7 @@ def test_reuploads_of_a_weak_copy_are_not_mistaken_for_a_probe(tmp_path: Path) -
     with running_service("sqlite", tmp_path, max_upload_bytes=5_000_000) as service:
         owner = service.key("kcsc", Role.CONTRIBUTE)
         platform, platform_admin = service.key("ncc", Role.MATCH), service.key("ncc", Role.ADMIN)
-        service.create_list(owner, "ncii-kr", shared_with=["ncc"])
-        service.add(owner, "ncii-kr", ("pdq", listed.hex, "case-1"))
-        service.post("/v1/shares/ncii-kr/accept", platform_admin)
-        service.follow()
+        service.share_one(owner, platform_admin, listed.hex)
         matched = 0
         for angle in (1.1, 1.2, 1.3, 1.4, 1.5):
             turned = source.rotate(angle, resample=Image.Resampling.BICUBIC)

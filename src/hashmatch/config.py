@@ -17,6 +17,7 @@ from hashmatch.matching.policy import ThresholdBounds
 from hashmatch.media import MediaLimits
 
 PREFIX = "HASHMATCH_"
+_BOUND_PREFIX = PREFIX + "MAX_THRESHOLD_"
 
 
 def _positive_int(raw: str) -> int:
@@ -49,7 +50,23 @@ def _name_values(raw: str) -> tuple[tuple[str, int], ...]:
         if not equals:
             raise ValueError("must be NAME=BITS pairs separated by commas, e.g. pdq=45,phash=6")
         pairs.append((name.strip().lower(), int(value)))
+    names = [name for name, _ in pairs]
+    if len(set(names)) < len(names):
+        raise ValueError("names each signal type at most once")
     return tuple(sorted(pairs))
+
+
+def _per_signal_bounds(env: Mapping[str, str]) -> dict[str, int]:
+    """``HASHMATCH_MAX_THRESHOLD_PDQ=45``: one signal type's bound in a variable of its own
+    (the form of earlier releases, and of any signal type registered by a deployment)."""
+    bounds: dict[str, int] = {}
+    for name, raw in env.items():
+        if name.startswith(_BOUND_PREFIX) and len(name) > len(_BOUND_PREFIX):
+            try:
+                bounds[name.removeprefix(_BOUND_PREFIX).lower()] = int(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={raw!r}: {exc}") from exc
+    return bounds
 
 
 def _log_level(raw: str) -> str:
@@ -82,8 +99,9 @@ class Settings:
     rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
     rate_burst: int = field(default=400, metadata={"parse": _positive_int})
     workers: int = field(default=1, metadata={"parse": _positive_int})
-    #: Lower (or raise) the largest threshold lists may use, per signal type: "pdq=45,phash=6"
-    #: (see :class:`hashmatch.matching.policy.ThresholdBounds`; unset: each type's own bound).
+    #: Lower (or raise) the largest threshold lists may use, per signal type: "pdq=45,phash=6",
+    #: or one variable a type, HASHMATCH_MAX_THRESHOLD_PDQ=45 (see
+    #: :class:`hashmatch.matching.policy.ThresholdBounds`; unset: each type's own bound).
     max_thresholds: tuple[tuple[str, int], ...] = field(
         default=(), metadata={"parse": _name_values}
     )
@@ -108,6 +126,16 @@ class Settings:
                 values[f.name] = parse(env[name])
             except ValueError as exc:
                 raise ConfigError(f"{name}={env[name]!r}: {exc}") from exc
+        bounds = _per_signal_bounds(env)
+        if bounds:
+            listed = dict(values.get("max_thresholds", ()))
+            for name, value in bounds.items():
+                if listed.setdefault(name, value) != value:
+                    raise ConfigError(
+                        f"{_BOUND_PREFIX}{name.upper()}={value} contradicts "
+                        f"{PREFIX}MAX_THRESHOLDS ({name}={listed[name]})"
+                    )
+            values["max_thresholds"] = tuple(sorted(listed.items()))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

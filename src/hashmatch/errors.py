@@ -1,19 +1,25 @@
 """Domain errors.
 
 Every error the cores raise is a :class:`HashmatchError` with a stable machine-readable
-``code``. The edges translate codes, not exception types: HTTP status in
-``hashmatch.api.errors`` and process exit status in ``hashmatch.cli``, each in one table.
+``code``, given where the class is declared (``class EmptyMedia(MediaError, code=...)``). The
+edges translate types, each in one table: HTTP status in ``hashmatch.api.errors`` and process
+exit status in ``hashmatch.cli``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class HashmatchError(Exception):
     """Base of every error hashmatch raises on purpose."""
 
-    code = "error"
+    code: ClassVar[str] = "error"
+
+    def __init_subclass__(cls, code: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -23,144 +29,118 @@ class HashmatchError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class MediaError(HashmatchError):
+# --- media: what was submitted cannot be hashed -------------------------------------------
+
+
+class MediaError(HashmatchError, code="media_error"):
     """The submitted bytes are not an image we will decode."""
 
-    code = "media_error"
+
+class EmptyMedia(MediaError, code="empty_media"): ...
 
 
-class EmptyMedia(MediaError):
-    code = "empty_media"
+class MediaTooLarge(MediaError, code="media_too_large"): ...
 
 
-class MediaTooLarge(MediaError):
-    code = "media_too_large"
+class TooManyPixels(MediaError, code="too_many_pixels"):
+    """Over the pixel cap, or over the memory its decode would take."""
 
 
-class UnsupportedMedia(MediaError):
+class CorruptMedia(MediaError, code="corrupt_media"):
+    """Recognised and allowed, but truncated or corrupt: never hashed from half an image."""
+
+
+class Busy(MediaError, code="busy"):
+    """The service's decode memory is taken by other images: retry shortly (HTTP 503)."""
+
+
+class UnsupportedMedia(MediaError, code="unsupported_media"):
     """Recognised as a format we refuse (SVG, PDF, ZIP, ...) or not recognised at all."""
-
-    code = "unsupported_media"
 
     def __init__(self, message: str, detected: str = "unknown") -> None:
         super().__init__(message)
         self.detected = detected
 
 
-class TooManyPixels(MediaError):
-    code = "too_many_pixels"
+# --- hashes and files --------------------------------------------------------------------
 
 
-class CorruptMedia(MediaError):
-    """Recognised and allowed, but truncated or corrupt: never hashed from half an image."""
-
-    code = "corrupt_media"
-
-
-class HashFormatError(HashmatchError):
+class HashFormatError(HashmatchError, code="invalid_hash"):
     """A hash in text form is malformed or names an unknown algorithm."""
 
-    code = "invalid_hash"
+
+class UnknownAlgorithm(HashFormatError, code="unknown_algorithm"): ...
 
 
-class UnknownAlgorithm(HashFormatError):
-    code = "unknown_algorithm"
-
-
-class ConfigError(HashmatchError):
-    code = "invalid_config"
-
-
-class UnreadableFile(HashmatchError):
+class UnreadableFile(HashmatchError, code="unreadable_file"):
     """A local file the CLI was asked to hash could not be read."""
 
-    code = "unreadable_file"
+
+class ConfigError(HashmatchError, code="invalid_config"): ...
 
 
-class StoreError(HashmatchError):
-    code = "store_error"
+# --- the store ---------------------------------------------------------------------------
 
 
-class NotFound(StoreError):
-    code = "not_found"
+class StoreError(HashmatchError, code="store_error"): ...
 
 
-class Conflict(StoreError):
-    code = "conflict"
+class NotFound(StoreError, code="not_found"): ...
 
 
-class InvalidList(StoreError):
-    code = "invalid_list"
+class NothingMatched(NotFound, code="nothing_matched"):
+    """A withdrawal or revival named references or hashes that match no entry."""
 
 
-class InvalidField(InvalidList):
+class Conflict(StoreError, code="conflict"): ...
+
+
+class InvalidList(StoreError, code="invalid_list"): ...
+
+
+class InvalidField(InvalidList, code="invalid_field"):
     """A value breaks its field's rule (:mod:`hashmatch.fields`); ``field`` names it."""
-
-    code = "invalid_field"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
 
 
-class StoreUnavailable(StoreError):
-    """The database cannot be reached: try again later (HTTP 503 with Retry-After)."""
-
-    code = "database_unavailable"
-
-
-class ImportRejected(StoreError):
+class ImportRejected(StoreError, code="import_rejected"):
     """A strict import met bad rows: nothing was written."""
-
-    code = "import_rejected"
 
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
 
 
-class Unauthorized(HashmatchError):
+class StoreUnavailable(StoreError, code="database_unavailable"):
+    """The database cannot be reached: try again later (HTTP 503 with Retry-After)."""
+
+
+# --- callers and requests ----------------------------------------------------------------
+
+
+class Unauthorized(HashmatchError, code="unauthorized"):
     """No key, or a key that is unknown or revoked."""
 
-    code = "unauthorized"
 
-
-class Forbidden(HashmatchError):
+class Forbidden(HashmatchError, code="forbidden"):
     """The key's roles do not allow this."""
 
-    code = "forbidden"
 
-
-class KeySuspended(Forbidden):
-    """The key was suspended (e.g. for probing another organisation's hashes) until the
+class KeySuspended(Forbidden, code="key_suspended"):
+    """The key was suspended (for probing another organisation's hashes, say) until the
     operator reinstates it."""
 
-    code = "key_suspended"
+
+class PayloadTooLarge(HashmatchError, code="payload_too_large"): ...
 
 
-class NothingMatched(NotFound):
-    """A withdrawal or revival named references or hashes that match no entry."""
-
-    code = "nothing_matched"
+class UnsupportedContentType(HashmatchError, code="unsupported_content_type"): ...
 
 
-class PayloadTooLarge(HashmatchError):
-    code = "payload_too_large"
+class BadRequest(HashmatchError, code="bad_request"): ...
 
 
-class UnsupportedContentType(HashmatchError):
-    code = "unsupported_content_type"
-
-
-class NotReady(HashmatchError):
-    code = "not_ready"
-
-
-class Busy(MediaError):
-    """The service's decode memory is taken by other images: retry shortly (HTTP 503)."""
-
-    code = "busy"
-
-
-class BadRequest(HashmatchError):
-    code = "bad_request"
+class NotReady(HashmatchError, code="not_ready"): ...

@@ -50,16 +50,24 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _identifier(
+    value: object, field: str, pattern: re.Pattern[str], max_chars: int, rule: str, *, fold: bool
+) -> str:
+    text = _string(value, field)
+    if fold:
+        text = text.strip().lower()
+    if not 1 <= len(text) <= max_chars or not pattern.fullmatch(text):
+        raise InvalidField(field, f"{rule.format(max_chars)}; got {_clip(text)}")
+    return text
+
+
 def organisation(value: object, field: str = "organisation") -> str:
     """An organisation name, case-normalised: ``KCSC`` and ``kcsc`` are one organisation."""
-    text = _string(value, field).strip().lower()
-    if not 1 <= len(text) <= MAX_ORGANISATION_CHARS or not _ORGANISATION.fullmatch(text):
-        raise InvalidField(
-            field,
-            f"organisation names are 1-{MAX_ORGANISATION_CHARS} ASCII letters, digits, '.', "
-            f"'_' or '-', starting and ending with a letter or digit; got {_clip(text)}",
-        )
-    return text
+    rule = (
+        "organisation names are 1-{} ASCII letters, digits, '.', '_' or '-', starting and "
+        "ending with a letter or digit"
+    )
+    return _identifier(value, field, _ORGANISATION, MAX_ORGANISATION_CHARS, rule, fold=True)
 
 
 def organisations(values: Iterable[object], field: str) -> tuple[str, ...]:
@@ -69,14 +77,8 @@ def organisations(values: Iterable[object], field: str) -> tuple[str, ...]:
 
 
 def list_name(value: object, field: str = "name") -> str:
-    text = _string(value, field)
-    if not 1 <= len(text) <= MAX_LIST_NAME_CHARS or not _LIST_NAME.fullmatch(text):
-        raise InvalidField(
-            field,
-            f"list names are 1-{MAX_LIST_NAME_CHARS} ASCII letters, digits, '.', '_' or '-'; "
-            f"got {_clip(text)}",
-        )
-    return text
+    rule = "list names are 1-{} ASCII letters, digits, '.', '_' or '-'"
+    return _identifier(value, field, _LIST_NAME, MAX_LIST_NAME_CHARS, rule, fold=False)
 
 
 def is_list_name(value: str) -> bool:
@@ -84,14 +86,8 @@ def is_list_name(value: str) -> bool:
 
 
 def category(value: object, field: str = "category") -> str:
-    text = _string(value, field).strip().lower()
-    if not 1 <= len(text) <= MAX_CATEGORY_CHARS or not _CATEGORY.fullmatch(text):
-        raise InvalidField(
-            field,
-            f"a category is 1-{MAX_CATEGORY_CHARS} lowercase ASCII letters, digits, '_' or '-' "
-            f"(csam, ncii, other, ...); got {_clip(text)}",
-        )
-    return text
+    rule = "a category is 1-{} lowercase ASCII letters, digits, '_' or '-' (csam, ncii, ...)"
+    return _identifier(value, field, _CATEGORY, MAX_CATEGORY_CHARS, rule, fold=True)
 
 
 def text(value: object, field: str, max_chars: int, *, multiline: bool = False) -> str:

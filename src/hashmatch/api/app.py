@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hashmatch import __version__
 from hashmatch.api import lists, matching, shares
+from hashmatch.api.asgi import RouteTable
 from hashmatch.api.auth import KeyGate
-from hashmatch.api.bodylimit import BodyLimit, RouteTable
+from hashmatch.api.bodylimit import BodyLimit
 from hashmatch.api.deps import Services, ServicesDep
 from hashmatch.api.errors import RETRY_AFTER_UNAVAILABLE, error_body, install_error_handlers
 from hashmatch.api.keycache import KeyCache

@@ -17,8 +17,9 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from hashmatch.api.asgi import HttpMiddleware
 from hashmatch.api.deps import services_of
 from hashmatch.api.errors import error_response
 from hashmatch.errors import Forbidden, HashmatchError, KeySuspended, NotReady, Unauthorized
@@ -59,14 +60,11 @@ async def _authenticate(scope: Scope) -> KeyInfo:
     return info
 
 
-class KeyGate:
+class KeyGate(HttpMiddleware):
     """Authenticate and rate-limit every ``/v1`` request before the app sees it."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not scope["path"].startswith("/v1/"):
             await self._app(scope, receive, send)
             return
         try:

@@ -9,13 +9,11 @@ service's own 413 envelope, whatever the route was doing with the body when it r
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
-from fastapi.routing import APIRoute
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hashmatch.api.asgi import HttpMiddleware, RouteTable
 from hashmatch.api.errors import error_response
 from hashmatch.errors import PayloadTooLarge
 
@@ -28,26 +26,6 @@ def body_limit(limit: int) -> dict[str, int]:
     return {EXTENSION: limit}
 
 
-class RouteTable:
-    """The API's routes, to find the one a request is meant for before the app routes it
-    (to cap its body, or to count a refused request under its template)."""
-
-    def __init__(self, routes: Iterable[BaseRoute]) -> None:
-        self._routes = [route for route in routes if isinstance(route, APIRoute)]
-
-    def find(self, scope: Scope) -> APIRoute | None:
-        path, method = scope.get("path", ""), scope.get("method", "")
-        for route in self._routes:
-            if route.path_regex.match(path) and method in (route.methods or ()):
-                return route
-        return None
-
-    def body_limit(self, scope: Scope) -> int:
-        route = self.find(scope)
-        extra = (route.openapi_extra if route is not None else None) or {}
-        return int(extra.get(EXTENSION, DEFAULT_MAX_BODY))
-
-
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -56,16 +34,13 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     def __init__(self, app: ASGIApp, routes: RouteTable) -> None:
-        self._app = app
+        super().__init__(app)
         self._routes = routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        limit = self._routes.body_limit(scope)
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self._routes.body_limit(scope, EXTENSION, DEFAULT_MAX_BODY)
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             error = PayloadTooLarge(f"body of {declared} bytes is over the limit of {limit}")

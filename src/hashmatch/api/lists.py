@@ -130,43 +130,41 @@ async def add_entries(
     return await run_in_threadpool(import_file)
 
 
-def _entry_action(
-    action: str, name: str, body: WithdrawIn, store: Store, key: KeyInfo
-) -> dict[str, Any]:
-    _owned(store, name, key)
-    act: Callable[..., EntryReport] = getattr(store.withdrawals, action)
-    report = act(
-        name,
-        actor=key.actor,
-        reason=body.reason,
-        references=body.references,
-        hashes=parse_hashes(body.hashes),
+def _entry_route(action: str) -> Callable[..., dict[str, Any]]:
+    def route(name: str, body: WithdrawIn, store: StoreDep, key: Contributor) -> dict[str, Any]:
+        _owned(store, name, key)
+        act: Callable[..., EntryReport] = getattr(store.withdrawals, action)
+        report = act(
+            name,
+            actor=key.actor,
+            reason=body.reason,
+            references=body.references,
+            hashes=parse_hashes(body.hashes),
+        )
+        return report.as_dict()
+
+    return route
+
+
+for _path, _action, _summary, _description in (
+    (
+        "withdrawals",
+        "withdraw",
+        "Withdraw entries by reference or hash",
+        "What happened to each name: withdrawn, already withdrawn, or matching nothing (404\n"
+        "when nothing at all matched; then nothing changed).",
+    ),
+    ("revivals", "revive", "Bring withdrawn entries back, with a reason (audited)", None),
+):
+    router.add_api_route(
+        f"/lists/{{name}}/{_path}",
+        _entry_route(_action),
+        methods=["POST"],
+        name=f"{_action}_entries",
+        summary=_summary,
+        description=_description,
+        openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
     )
-    return report.as_dict()
-
-
-@router.post(
-    "/lists/{name}/withdrawals",
-    summary="Withdraw entries by reference or hash",
-    openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
-)
-def withdraw_entries(
-    name: str, body: WithdrawIn, store: StoreDep, key: Contributor
-) -> dict[str, Any]:
-    """What happened to each name: withdrawn, already withdrawn, or matching nothing (404
-    when nothing at all matched; then nothing changed)."""
-    return _entry_action("withdraw", name, body, store, key)
-
-
-@router.post(
-    "/lists/{name}/revivals",
-    summary="Bring withdrawn entries back, with a reason (audited)",
-    openapi_extra=body_limit(MAX_WITHDRAWAL_BYTES),
-)
-def revive_entries(
-    name: str, body: WithdrawIn, store: StoreDep, key: Contributor
-) -> dict[str, Any]:
-    return _entry_action("revive", name, body, store, key)
 
 
 @router.get("/lists/{name}/entries", summary="Entries of a list, page by page")

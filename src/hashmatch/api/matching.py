@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi import Query as Param
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch import fields
@@ -41,6 +42,7 @@ from hashmatch.signals.registry import MAX_DISTANCE
 from hashmatch.store.keys import KeyInfo
 
 T = TypeVar("T")
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["matching"])
 ListsQuery = Annotated[
@@ -56,6 +58,13 @@ MAX_HASHES_BODY: Final = 4 * 1024 * 1024
 #: Image routes read their bodies under the configured upload cap themselves
 #: (``HASHMATCH_MAX_UPLOAD_BYTES``); this only lifts the default cap for small bodies.
 IMAGE_ROUTE_BODY: Final = 1 << 40
+
+
+def _post(
+    path: str, model: type[BaseModel], summary: str, limit: int
+) -> Callable[[Endpoint], Endpoint]:
+    """A POST route answering ``model``, taking bodies up to ``limit`` bytes."""
+    return router.post(path, response_model=model, summary=summary, openapi_extra=body_limit(limit))
 
 
 def _wanted(lists: list[str] | None) -> list[str] | None:
@@ -92,12 +101,7 @@ def _suspend(services: Services, key: KeyInfo, probe: ProbeDetected) -> None:
         log.error("could not record the suspension of key %d: database unavailable", key.id)
 
 
-@router.post(
-    "/match/hashes",
-    response_model=MatchHashesOut,
-    summary="Match up to 10,000 hashes",
-    openapi_extra=body_limit(MAX_HASHES_BODY),
-)
+@_post("/match/hashes", MatchHashesOut, "Match up to 10,000 hashes", MAX_HASHES_BODY)
 async def match_hashes(
     body: MatchHashesIn, state: StateDep, services: ServicesDep, key: Matching
 ) -> Response:
@@ -197,23 +201,13 @@ async def _hash_upload(
     )
 
 
-@router.post(
-    "/hash",
-    response_model=HashImageOut,
-    summary="Hash an image (nothing is stored)",
-    openapi_extra=body_limit(IMAGE_ROUTE_BODY),
-)
+@_post("/hash", HashImageOut, "Hash an image (nothing is stored)", IMAGE_ROUTE_BODY)
 async def hash_image(request: Request, services: ServicesDep, _: Matching) -> HashImageOut:
     shown, _queries = await _hash_upload(request, services)
     return HashImageOut(hashes=shown, request_id=uuid.uuid4().hex)
 
 
-@router.post(
-    "/match",
-    response_model=MatchImageOut,
-    summary="Match an image",
-    openapi_extra=body_limit(IMAGE_ROUTE_BODY),
-)
+@_post("/match", MatchImageOut, "Match an image", IMAGE_ROUTE_BODY)
 async def match_image(
     request: Request,
     state: StateDep,

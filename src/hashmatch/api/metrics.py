@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hashmatch.api.bodylimit import RouteTable
+from hashmatch.api.asgi import HttpMiddleware, RouteTable
 from hashmatch.signals import all_signals
 
 if TYPE_CHECKING:
@@ -70,19 +70,15 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-class MetricsMiddleware:
-    """Pure ASGI (``BaseHTTPMiddleware`` costs a task and a stream per request): observes each
-    HTTP request's latency and status under its route template."""
+class MetricsMiddleware(HttpMiddleware):
+    """Observes each HTTP request's latency and status under its route template."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: RouteTable) -> None:
-        self._app = app
+        super().__init__(app)
         self._metrics = metrics
         self._routes = routes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         status = 500
 

@@ -9,9 +9,7 @@ import time
 from hashmatch.errors import HashmatchError
 
 
-class RateLimited(HashmatchError):
-    code = "rate_limited"
-
+class RateLimited(HashmatchError, code="rate_limited"):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after

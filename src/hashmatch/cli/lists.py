@@ -44,12 +44,14 @@ def cmd_ls(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json([info.as_dict() for info in infos])
         return 0
-    print(f"{'NAME':<24} {'KIND':<6} {'CATEGORY':<10} {'OWNER':<16} {'ENABLED':<7} JURISDICTION")
+    columns = (("NAME", 24), ("KIND", 6), ("CATEGORY", 10), ("OWNER", 16), ("ENABLED", 7))
+    rows = [[title for title, _ in columns] + ["JURISDICTION"]]
     for info in infos:
-        print(
-            f"{info.name:<24} {info.kind:<6} {info.category:<10} {info.owner:<16} "
-            f"{'yes' if info.enabled else 'no':<7} {info.jurisdiction}"
-        )
+        enabled = "yes" if info.enabled else "no"
+        rows.append([info.name, info.kind, info.category, info.owner, enabled, info.jurisdiction])
+    for row in rows:
+        cells = zip(row[:-1], columns, strict=True)
+        print(" ".join(f"{cell:<{width}}" for cell, (_, width) in cells), row[-1])
     return 0
 
 

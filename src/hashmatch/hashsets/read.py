@@ -35,6 +35,7 @@ from typing import BinaryIO, Final
 
 from hashmatch import fields, signals
 from hashmatch.errors import HashFormatError, InvalidField
+from hashmatch.hashsets.lines import BOM, split_lines
 from hashmatch.hashsets.write import Format
 from hashmatch.signals import Hash, SignalType, all_signals
 
@@ -46,8 +47,6 @@ MAX_LABEL_CHARS: Final = fields.MAX_LABEL_CHARS
 MAX_LABELS: Final = fields.MAX_LABELS
 DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
 
-_CHUNK: Final = 1 << 16
-_BOM: Final = b"\xef\xbb\xbf"
 _LABEL_SEPARATORS: Final = re.compile(r"[;|]")
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
 _REFERENCE_COLUMNS: Final = ("reference", "ref", "id")
@@ -77,7 +76,7 @@ class _Invalid(Exception):
 
 def detect_format(first_line: bytes) -> InputFormat:
     """``{`` or ``[`` -> JSON lines; a CSV header with a ``hash`` column -> CSV; else ``tx``."""
-    text = first_line.removeprefix(_BOM).decode("utf-8", errors="replace")
+    text = first_line.removeprefix(BOM).decode("utf-8", errors="replace")
     return _detect(text)
 
 
@@ -97,7 +96,7 @@ def read_hash_set(
     """
     fmt = input_format
     csv_header: _CsvHeader | _Invalid | None = None
-    for number, raw in _split_lines(stream, max_line_bytes):
+    for number, raw in split_lines(stream, max_line_bytes):
         if raw is None:
             yield RowError(number, f"line longer than {max_line_bytes} bytes")
             continue
@@ -135,55 +134,6 @@ def read_hash_set(
         else:
             if row is not None:
                 yield row
-
-
-# --- lines ----------------------------------------------------------------------------------
-
-
-def _split_lines(stream: BinaryIO, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """``(line number, line without its \\n or \\r\\n)``; ``None`` for a line over the limit.
-
-    Holds at most one chunk plus ``max_line_bytes + 1`` bytes of a line (the extra byte being
-    a ``\\r`` that may turn out to end it); an over-long line is dropped as it is read.
-    """
-    number = 0
-    pending = bytearray()
-    too_long = False
-    while True:
-        chunk = stream.read(_CHUNK)
-        if not isinstance(chunk, bytes | bytearray):
-            raise TypeError(f"read_hash_set needs a binary stream, read {type(chunk).__name__}")
-        if not chunk:
-            break
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            stop = len(chunk) if end < 0 else end
-            if not too_long:
-                if len(pending) + stop - start > max_line_bytes + 1:
-                    too_long = True  # drop what we have; skip the rest up to the newline
-                    pending.clear()
-                else:
-                    pending += chunk[start:stop]
-            if end < 0:
-                break
-            number += 1
-            yield number, _finish(pending, number, too_long, max_line_bytes)
-            pending.clear()
-            too_long = False
-            start = end + 1
-    if pending or too_long:
-        number += 1
-        yield number, _finish(pending, number, too_long, max_line_bytes)
-
-
-def _finish(pending: bytearray, number: int, too_long: bool, max_line_bytes: int) -> bytes | None:
-    if too_long:
-        return None
-    line = bytes(pending[:-1] if pending.endswith(b"\r") else pending)
-    if number == 1:
-        line = line.removeprefix(_BOM)
-    return None if len(line) > max_line_bytes else line
 
 
 # --- detection and shared field checks ------------------------------------------------------

@@ -63,26 +63,40 @@ class ErrorRecord:
 Record = HashRecord | ErrorRecord
 
 
-class RecordWriter:
-    """Writes records to a text stream in one format, header first where the format has one."""
+class _Writer:
+    """One format on a text stream, the CSV header first."""
+
+    columns: tuple[str, ...] = ()
 
     def __init__(self, stream: TextIO, output_format: Format) -> None:
         self._stream = stream
         self._format = output_format
         self._csv: csv.DictWriter[str] | None = None
         if output_format is Format.CSV:
-            self._csv = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+            self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
             self._csv.writeheader()
 
-    def write(self, record: Record) -> None:
+    def _emit(self, record: dict[str, object], csv_row: dict[str, object], tx: str | None) -> None:
         if self._format is Format.JSONL:
-            self._stream.write(json.dumps(record.as_dict(), ensure_ascii=False) + "\n")
+            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self._format is Format.CSV:
             assert self._csv is not None
-            self._csv.writerow(_csv_row(record))
-        elif isinstance(record, HashRecord):
-            # tx lines carry hashes only; failures go to stderr and the exit status.
-            self._stream.write(f"{record.hash.algorithm.name} {record.hash.hex}\n")
+            self._csv.writerow(csv_row)
+        elif tx is not None:
+            self._stream.write(tx + "\n")
+
+
+class RecordWriter(_Writer):
+    """Writes hashing results to a text stream in one format."""
+
+    columns = CSV_COLUMNS
+
+    def write(self, record: Record) -> None:
+        # tx lines carry hashes only; failures go to stderr and the exit status.
+        tx = None
+        if isinstance(record, HashRecord):
+            tx = f"{record.hash.algorithm.name} {record.hash.hex}"
+        self._emit(record.as_dict(), _csv_row(record), tx)
 
     def write_all(self, records: Iterable[Record]) -> None:
         for record in records:
@@ -123,20 +137,14 @@ class Exported(Protocol):
     def withdrawn_at(self) -> dt.datetime | None: ...
 
 
-class ExportWriter:
+class ExportWriter(_Writer):
     """List entries out, in a form ``hashmatch lists import`` reads back unchanged."""
 
-    def __init__(self, stream: TextIO, output_format: Format) -> None:
-        self._stream = stream
-        self._format = output_format
-        self._csv: csv.DictWriter[str] | None = None
-        if output_format is Format.CSV:
-            self._csv = csv.DictWriter(stream, fieldnames=EXPORT_CSV_COLUMNS, lineterminator="\n")
-            self._csv.writeheader()
+    columns = EXPORT_CSV_COLUMNS
 
     def write(self, row: Exported) -> None:
         withdrawn_at = row.withdrawn_at.isoformat() if row.withdrawn_at else None
-        record = {
+        record: dict[str, object] = {
             "algorithm": row.hash.algorithm.name,
             "hash": row.hash.hex,
             "reference": row.reference,
@@ -144,18 +152,11 @@ class ExportWriter:
             "added_at": row.added_at.isoformat(),
             "withdrawn_at": withdrawn_at,
         }
-        if self._format is Format.JSONL:
-            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        elif self._format is Format.CSV:
-            assert self._csv is not None
-            self._csv.writerow(
-                {
-                    **record,
-                    "reference": row.reference or "",
-                    "labels": ";".join(row.labels),
-                    "withdrawn_at": withdrawn_at or "",
-                }
-            )
-        else:
-            reference = f" {row.reference}" if row.reference else ""
-            self._stream.write(f"{row.hash.algorithm.name} {row.hash.hex}{reference}\n")
+        csv_row = {
+            **record,
+            "reference": row.reference or "",
+            "labels": ";".join(row.labels),
+            "withdrawn_at": withdrawn_at or "",
+        }
+        reference = f" {row.reference}" if row.reference else ""
+        self._emit(record, csv_row, f"{row.hash.algorithm.name} {row.hash.hex}{reference}")

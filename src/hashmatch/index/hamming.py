@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-import faiss
 import numpy as np
 
 from hashmatch.index.checks import (
@@ -32,6 +31,7 @@ from hashmatch.index.checks import (
     pack_results,
 )
 from hashmatch.index.files import load_arrays, save_arrays
+from hashmatch.index.kernels import distances, range_scan
 from hashmatch.index.mih import Tables
 
 #: Below this many rows a flat SIMD scan beats the tables (and costs no memory).
@@ -48,42 +48,6 @@ _QUERY_CHUNK = 64
 #: cache misses; a flat scan streams). Measured with benchmarks/bench_index.py.
 _PROBE_COST = 20.0
 _CANDIDATE_COST = 20.0
-
-
-def _distances(query: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Hamming distance from one query (nbytes,) to every row of ``codes`` (n, nbytes)."""
-    out = np.empty(codes.shape[0], dtype=np.int32)
-    if codes.shape[0]:
-        faiss.hammings(  # type: ignore[attr-defined]  # missing from faiss's stubs
-            faiss.swig_ptr(query),
-            faiss.swig_ptr(codes),
-            1,
-            codes.shape[0],
-            codes.shape[1],
-            faiss.swig_ptr(out),
-        )
-    return out
-
-
-def _range_scan(query: np.ndarray, codes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of ``codes`` within ``radius`` of ``query`` and their distances, by FAISS's scan
-    (which returns only the hits, instead of a distance for every row)."""
-    result = faiss.RangeSearchResult(1)
-    faiss.hamming_range_search(  # type: ignore[attr-defined]  # missing from faiss's stubs
-        faiss.swig_ptr(query),
-        faiss.swig_ptr(codes),
-        1,
-        codes.shape[0],
-        radius + 1,
-        codes.shape[1],
-        result,
-    )
-    found = int(faiss.rev_swig_ptr(result.lims, 2)[1])
-    if found == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int32)
-    rows = faiss.rev_swig_ptr(result.labels, found).astype(np.int64)
-    dists = faiss.rev_swig_ptr(result.distances, found).astype(np.int32)
-    return rows, dists
 
 
 @dataclass(frozen=True)
@@ -187,7 +151,7 @@ class HammingIndex:
         candidate_codes = np.take(main.codes, rows, axis=0)
         for i, query in enumerate(queries):
             lo, hi = int(bounds[i]), int(bounds[i + 1])
-            dists[lo:hi] = _distances(query, candidate_codes[lo:hi])
+            dists[lo:hi] = distances(query, candidate_codes[lo:hi])
         hit = np.flatnonzero(dists <= radius)
         hit = hit[main.alive[rows[hit]]]
         if hit.size == 0:  # the common case: the upload matches nothing
@@ -211,10 +175,10 @@ class HammingIndex:
         if segment.count == 0:
             return np.empty(0, np.int64), np.empty(0, np.int32)
         if segment.count < _RANGE_SCAN_ROWS:
-            dists = _distances(query, segment.codes[: segment.count])
+            dists = distances(query, segment.codes[: segment.count])
             rows = np.flatnonzero((dists <= radius) & segment.alive[: segment.count])
             return segment.ids[rows], dists[rows]
-        rows, dists = _range_scan(query, segment.codes[: segment.count], radius)
+        rows, dists = range_scan(query, segment.codes[: segment.count], radius)
         keep = segment.alive[rows]
         return segment.ids[rows[keep]], dists[keep]
 

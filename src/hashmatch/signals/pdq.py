@@ -15,15 +15,7 @@ import pdqhash
 from PIL import Image
 
 from hashmatch.media import as_rgb_array
-from hashmatch.signals.types import (
-    Hash,
-    IndexKind,
-    Query,
-    SignalType,
-    Source,
-    Turn,
-    Variant,
-)
+from hashmatch.signals.types import Hash, IndexKind, Query, SignalType, Source, Turn, Variant
 
 #: Meta's cut-off: PDQ hashes of quality below this come from near-flat images and match
 #: unrelated near-flat images; they are computed and reported, flagged as low quality.
@@ -50,22 +42,15 @@ _TRANSPOSED_TURNS: Final = (
 
 
 class Pdq(SignalType):
-    name = "pdq"
-    bits = 256
-    index_kind = IndexKind.HAMMING
-    source = Source.PIXELS
-    #: Measured by ``benchmarks/bench_robustness.py`` on real photographs: precision stays at
-    #: 99.99% on every transform up to 77 bits, and the extrapolated tail of distances between
-    #: distinct photos reaches one in 10^12 pairs at 45; 31 (Meta's recommendation) keeps two
-    #: decades of that margin for uploads that are not photographs.
-    default_threshold = 31
-    #: Where the same tail (ten times as many false pairs every 6 bits) predicts one false
-    #: match per 10,000 queries against a 10-million-entry list: 10^-11 a pair.
-    max_threshold = 51
-
-    def hash_image(self, image: Image.Image) -> Hash:
-        """PDQ of an RGB or L image as it is (no thumbnail: decoding has prepared it)."""
-        return self._hash(*_bits(as_rgb_array(image)))
+    name, bits = "pdq", 256
+    index_kind, source = IndexKind.HAMMING, Source.PIXELS
+    #: Thresholds measured by ``benchmarks/bench_robustness.py`` on real photographs. Default:
+    #: precision stays at 99.99% on every transform up to 77 bits, and the extrapolated tail of
+    #: distances between distinct photos reaches one in 10^12 pairs at 45; 31 (Meta's
+    #: recommendation) keeps two decades of that margin for uploads that are not photographs.
+    #: Bound: where the same tail (ten times as many false pairs every 6 bits) predicts one
+    #: false match per 10,000 queries against a 10-million-entry list, 10^-11 a pair.
+    default_threshold, max_threshold = 31, 51
 
     def turns(self, image: Image.Image) -> dict[Turn, Hash]:
         """PDQ of all 8 dihedral transforms, as if each transformed image had been hashed.
@@ -95,6 +80,10 @@ class Pdq(SignalType):
             else:
                 queries.append(Query(self.hash_image(picture), Variant(trimmed=True)))
         return queries
+
+    def hash_image(self, image: Image.Image) -> Hash:
+        """PDQ of an RGB or L image as it is (no thumbnail: decoding has prepared it)."""
+        return self._hash(*_bits(as_rgb_array(image)))
 
     def is_low_quality(self, quality: int | None) -> bool:
         return quality is not None and quality < MIN_QUALITY

@@ -12,16 +12,13 @@ from hashmatch.signals.types import Hash, IndexKind, SignalType, Source
 
 
 class PHash(SignalType):
-    name = "phash"
-    bits = 64
-    index_kind = IndexKind.HAMMING
-    source = Source.PIXELS
-    #: Precision falls below 99.99% above 7 bits on real photos (a 4 degree turn): one under.
-    default_threshold = 6
-    #: Distinct photos come as close as 14 bits and grow ten times as many every 3 bits: no
-    #: threshold keeps a list of millions precise, so the bound is where the benchmark still
-    #: measures 99.99% precision on every transform.
-    max_threshold = 7
+    name, bits = "phash", 64
+    index_kind, source = IndexKind.HAMMING, Source.PIXELS
+    #: Default: precision falls below 99.99% above 7 bits on real photos (a 4 degree turn), so
+    #: one under. Bound: distinct photos come as close as 14 bits and grow ten times as many
+    #: every 3 bits, so no threshold keeps a list of millions precise; the bound is where the
+    #: benchmark still measures 99.99% precision on every transform.
+    default_threshold, max_threshold = 6, 7
 
     def hash_image(self, image: Image.Image) -> Hash:
         import imagehash  # here: it pulls in scipy, which pdq and md5 runs never need

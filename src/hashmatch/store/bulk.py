@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
@@ -22,60 +23,40 @@ _COLUMNS = "list_id, algorithm, hash, reference, labels, added_at, added_by, add
 _CONFLICT = "ON CONFLICT (list_id, algorithm, hash) WHERE withdrawn_at IS NULL DO NOTHING"
 
 
-def insert_entries(
-    conn: Connection,
-    rows: Sequence[EntryTuple],
-    *,
-    list_id: int,
-    cursor: int,
-    added_at: dt.datetime,
-    added_by: str,
-) -> None:
+@dataclass(frozen=True)
+class Added:
+    """What every row of one insertion shares: its list, its change, when and by whom."""
+
+    list_id: int
+    cursor: int
+    at: dt.datetime
+    by: str
+
+
+def insert_entries(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        _postgresql(conn, rows, list_id, cursor, added_at, added_by)
+        _postgresql(conn, rows, added)
     else:
-        _sqlite(conn, rows, list_id, cursor, added_at, added_by)
+        _sqlite(conn, rows, added)
 
 
-def _sqlite(
-    conn: Connection,
-    rows: Sequence[EntryTuple],
-    list_id: int,
-    cursor: int,
-    added_at: dt.datetime,
-    added_by: str,
-) -> None:
+def _sqlite(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> None:
     # SQLAlchemy's own storage format for DateTime on SQLite, so reads parse it back.
-    stamp = added_at.strftime("%Y-%m-%d %H:%M:%S.%f")
+    stamp = added.at.strftime("%Y-%m-%d %H:%M:%S.%f")
     raw: Any = conn.connection.dbapi_connection
+    shared = (stamp, added.by, added.cursor)
     raw.executemany(
         f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_CONFLICT}",  # noqa: S608 - constants only
         [
-            (
-                list_id,
-                algorithm,
-                value,
-                reference,
-                json.dumps(list(labels)),
-                stamp,
-                added_by,
-                cursor,
-            )
+            (added.list_id, algorithm, value, reference, json.dumps(list(labels)), *shared)
             for algorithm, value, reference, labels in rows
         ],
     )
 
 
-def _postgresql(
-    conn: Connection,
-    rows: Sequence[EntryTuple],
-    list_id: int,
-    cursor: int,
-    added_at: dt.datetime,
-    added_by: str,
-) -> None:
+def _postgresql(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> None:
     raw: Any = conn.connection.dbapi_connection
     with raw.cursor() as cur:
         cur.execute(
@@ -91,6 +72,6 @@ def _postgresql(
             f"INSERT INTO entries ({_COLUMNS}) "  # noqa: S608 - constants only
             "SELECT %s, algorithm, hash, reference, labels::json, %s, %s, %s "
             f"FROM hashmatch_import {_CONFLICT}",
-            (list_id, added_at, added_by, cursor),
+            (added.list_id, added.at, added.by, added.cursor),
         )
         cur.execute("TRUNCATE hashmatch_import")

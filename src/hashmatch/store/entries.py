@@ -13,7 +13,7 @@ from hashmatch.errors import ImportRejected, InvalidField
 from hashmatch.hashsets.read import HashRow, RowError
 from hashmatch.signals import Hash
 from hashmatch.store.audit import AuditLog
-from hashmatch.store.bulk import EntryTuple, insert_entries
+from hashmatch.store.bulk import Added, EntryTuple, insert_entries
 from hashmatch.store.changes import ChangeLog
 from hashmatch.store.database import Database, utcnow
 from hashmatch.store.lists import Lists
@@ -25,7 +25,10 @@ IMPORT_BATCH: Final = 20_000
 LOOKUP_CHUNK: Final = 900
 
 
-class Entries:
+class EntryRepository:
+    """What writes entries needs: the database, the lists they belong to, the change log and
+    the audit log."""
+
     def __init__(
         self, database: Database, lists: Lists, changes: ChangeLog, audit: AuditLog
     ) -> None:
@@ -34,6 +37,8 @@ class Entries:
         self._changes = changes
         self._audit = audit
 
+
+class Entries(EntryRepository):
     def import_rows(
         self,
         list_name: str,
@@ -54,7 +59,7 @@ class Entries:
         with self._database.write_transaction() as conn:
             has_tombstones = self._has_tombstones(conn, info.id)
             cursor = self._changes.record(conn, "add", info.id, 0)
-            now = utcnow()
+            stamp = Added(info.id, cursor, utcnow(), actor)
             batch: list[HashRow] = []
 
             def flush() -> None:
@@ -68,9 +73,7 @@ class Entries:
                     value = row.hash
                     kept.append((value.algorithm.name, value.value, row.reference, row.labels))
                 valid += len(kept)
-                insert_entries(
-                    conn, kept, list_id=info.id, cursor=cursor, added_at=now, added_by=actor
-                )
+                insert_entries(conn, kept, stamp)
                 batch.clear()
 
             for row in rows:

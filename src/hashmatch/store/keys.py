@@ -9,6 +9,7 @@ list) is the operator's, from the CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import secrets
@@ -56,17 +57,9 @@ class KeyInfo:
         return f"key:{self.id}:{self.organisation}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "organisation": self.organisation,
-            "name": self.name,
-            "prefix": self.prefix,
-            "roles": sorted(self.roles),
-            "created_at": self.created_at.isoformat(),
-            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
-            "suspended_at": self.suspended_at.isoformat() if self.suspended_at else None,
-            "suspended_reason": self.suspended_reason,
-        }
+        values = dataclasses.asdict(self)
+        values["roles"] = sorted(self.roles)
+        return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in values.items()}
 
 
 def _digest(secret: str) -> bytes:

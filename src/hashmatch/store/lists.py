@@ -85,22 +85,12 @@ class Lists:
         }
         offers = _offers(shared_with, owner)
         now = utcnow()
+        row = {**values, "name": name, "kind": kind, "enabled": True, "created_at": now}
         with self._database.write_transaction() as conn:
-            owner_id = self.organisation_id(owner, conn)
+            row["owner_id"] = self.organisation_id(owner, conn)
             try:
-                list_id = new_id(
-                    conn.execute(
-                        insert(lists).values(
-                            name=name,
-                            owner_id=owner_id,
-                            kind=kind,
-                            enabled=True,
-                            created_at=now,
-                            updated_at=now,
-                            **values,
-                        )
-                    )
-                )
+                inserted = conn.execute(insert(lists).values(row).values(updated_at=now))
+                list_id = new_id(inserted)
             except Conflict:
                 raise Conflict(f"a list named {name!r} already exists") from None
             self._offer(conn, list_id, offers, actor, now)

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from hashmatch import fields
 from hashmatch.hashsets.read import HashRow, RowError
@@ -17,7 +17,9 @@ MAX_REPORTED_ERRORS: Final = 1_000
 
 
 class ListOut(BaseModel):
-    """A list as every front end reports it."""
+    """A list as every front end reports it: the one declaration of a list's fields."""
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     owner: str
@@ -28,10 +30,10 @@ class ListOut(BaseModel):
     description: str
     enabled: bool
     thresholds: dict[str, int]
-    shared_with: list[str] = Field(description="organisations offered the list")
-    accepted_by: list[str] = Field(description="those of them that accepted it")
-    trusted_by: list[str] = Field(
-        description="those that let it (an allow-list) suppress their own block lists"
+    shared_with: tuple[str, ...] = Field(description="organisations offered it")
+    accepted_by: tuple[str, ...] = Field(description="those that accepted it")
+    trusted_by: tuple[str, ...] = Field(
+        description="those that let it (an allow-list) suppress their block lists"
     )
 
 
@@ -68,63 +70,38 @@ EDITABLE_FIELDS: Final = (
     "thresholds",
     "shared_with",
 )
+#: The fields that say who else has the list: an organisation sees only its own part of them.
+SHARING_FIELDS: Final = ("shared_with", "accepted_by", "trusted_by")
 
 
-@dataclass(frozen=True)
-class ListInfo:
+class ListInfo(ListOut):
+    """A list as the store has it now: what is reported, and its identity and times."""
+
     id: int
-    name: str
-    owner: str
-    kind: str
-    category: str
-    source: str
-    jurisdiction: str
-    description: str
-    enabled: bool
-    thresholds: dict[str, int]
-    #: Organisations the list is offered to; of those, the ones that accepted it, and the
-    #: ones that let it (an allow-list) suppress hits of their own block lists.
-    shared_with: tuple[str, ...] = ()
-    accepted_by: tuple[str, ...] = ()
-    trusted_by: tuple[str, ...] = ()
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
 
     def report(self, organisation: str | None = None) -> ListOut:
         """The list as ``organisation`` may see it: its sharing in full for the owner (and
         the operator, ``None``), only its own offer for anyone else."""
-
-        def seen(names: tuple[str, ...]) -> list[str]:
-            if organisation is None or organisation == self.owner:
-                return list(names)
-            return [name for name in names if name == organisation]
-
-        return ListOut(
-            name=self.name,
-            owner=self.owner,
-            kind=self.kind,
-            category=self.category,
-            source=self.source,
-            jurisdiction=self.jurisdiction,
-            description=self.description,
-            enabled=self.enabled,
-            thresholds=self.thresholds,
-            shared_with=seen(self.shared_with),
-            accepted_by=seen(self.accepted_by),
-            trusted_by=seen(self.trusted_by),
-        )
+        values = self.model_dump(include=set(ListOut.model_fields))
+        if organisation is not None and organisation != self.owner:
+            for name in SHARING_FIELDS:
+                values[name] = tuple(org for org in values[name] if org == organisation)
+        return ListOut.model_validate(values)
 
     def as_dict(self, organisation: str | None = None) -> dict[str, Any]:
-        return self.report(organisation).model_dump()
+        return self.report(organisation).model_dump(mode="json")
 
     def offer_to(self, organisation: str) -> ShareOut:
         """The offer of this list to ``organisation``, as that organisation sees it."""
+        state: Literal["offered", "accepted"] = (
+            "accepted" if organisation in self.accepted_by else "offered"
+        )
         return ShareOut(
+            **self.model_dump(include={"owner", "kind", "category"}),
             list=self.name,
-            owner=self.owner,
-            kind=self.kind,
-            category=self.category,
-            state="accepted" if organisation in self.accepted_by else "offered",
+            state=state,
             trusted=organisation in self.trusted_by,
         )
 

@@ -1,34 +1,39 @@
 """Withdrawing entries (a victim may withdraw at any time) and reviving them, on the record.
 
 A withdrawal keeps the entry as a tombstone: it never matches again, an import of the same
-hash into the same list is refused (:meth:`Store.import_rows`), and only :func:`revive`, with
-a reason, brings it back, as a new entry beside the tombstone. Both say exactly what happened
-to every reference and hash they were given: withdrawn (or revived), already so, or matching
-nothing in the list — a mistyped reference must not look like a done withdrawal.
+hash into the same list is refused (:meth:`Entries.import_rows`), and only :meth:`revive`,
+with a reason, brings it back, as a new entry beside the tombstone. Both say exactly what
+happened to every reference and hash they were given: withdrawn (or revived), already so, or
+matching nothing in the list — a mistyped reference must not look like a done withdrawal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NotRequired, TypedDict, Unpack
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import ColumnElement, Connection, func, select, update
 
 from hashmatch import fields
 from hashmatch.errors import InvalidField, NothingMatched
 from hashmatch.signals import Hash
-from hashmatch.store.audit import AuditLog
-from hashmatch.store.bulk import EntryTuple, insert_entries
-from hashmatch.store.changes import ChangeLog
-from hashmatch.store.database import Database, utcnow
-from hashmatch.store.entries import LOOKUP_CHUNK
-from hashmatch.store.lists import Lists
-from hashmatch.store.records import ListInfo
+from hashmatch.store.bulk import Added, EntryTuple, insert_entries
+from hashmatch.store.database import utcnow
+from hashmatch.store.entries import LOOKUP_CHUNK, EntryRepository
 from hashmatch.store.schema import entries
 
 #: How many unmatched names a report lists (the count is always exact).
 MAX_LISTED: Final = 1_000
+
+
+class EntryRequest(TypedDict):
+    """Who acts, why, and the entries they name: by the source's reference, or by hash."""
+
+    actor: str
+    reason: str
+    references: NotRequired[Sequence[object]]
+    hashes: NotRequired[Sequence[Hash]]
 
 
 @dataclass
@@ -54,7 +59,100 @@ class EntryReport:
         }
 
 
-def _names(references: Sequence[object], hashes: Sequence[Hash]) -> tuple[list[str], list[Hash]]:
+@dataclass(frozen=True)
+class _Names:
+    """The names one request gives, checked, each with whether the list has a live entry for
+    it (absent: no entry at all)."""
+
+    list_id: int
+    references: list[str]
+    hashes: list[Hash]
+    live_references: dict[str, bool]
+    live_hashes: dict[Hash, bool]
+
+    def found(self) -> bool:
+        return bool(self.live_references or self.live_hashes)
+
+    def conditions(self, live: bool) -> Iterator[ColumnElement[bool]]:
+        """Conditions on ``entries`` selecting the found names whose state is ``live``."""
+        references = [r for r, state in self.live_references.items() if state == live]
+        hashes = [h for h, state in self.live_hashes.items() if state == live]
+        return _conditions(self.list_id, references, hashes)
+
+
+@dataclass(frozen=True)
+class _Action:
+    name: str  # what the report says was done
+    change: str  # the change-log kind replicas apply
+    audited: str  # the audit log's action
+    done_when_live: bool  # a name is already done when its live state is this
+
+
+_WITHDRAW: Final = _Action("withdrawn", "withdraw", "entries.withdraw", done_when_live=False)
+_REVIVE: Final = _Action("revived", "add", "entries.revive", done_when_live=True)
+
+
+class Withdrawals(EntryRepository):
+    def withdraw(self, list_name: str, **request: Unpack[EntryRequest]) -> EntryReport:
+        """Withdraw the live entries with these references or hashes, in one transaction.
+
+        Raises :class:`NothingMatched` (and changes nothing) when no name matches any entry."""
+        return self._act(list_name, _WITHDRAW, self._withdraw_live, request)
+
+    def revive(self, list_name: str, **request: Unpack[EntryRequest]) -> EntryReport:
+        """Bring withdrawn hashes back as new live entries (tombstones stay, for the record)."""
+        return self._act(list_name, _REVIVE, self._revive_dead, request)
+
+    def _act(
+        self,
+        list_name: str,
+        action: _Action,
+        apply: Callable[[Connection, _Names, int, str, str], int],
+        request: EntryRequest,
+    ) -> EntryReport:
+        actor, reason = request["actor"], fields.reason(request["reason"])
+        references, hashes = _checked(request.get("references", ()), request.get("hashes", ()))
+        info = self._lists.get(list_name)
+        report = EntryReport(list_name, action.name)
+        with self._database.write_transaction() as conn:
+            names = _state(conn, info.id, references, hashes)
+            _sort(report, names, action.done_when_live)
+            if not names.found():
+                raise NothingMatched(_nothing(list_name, report))
+            cursor = self._changes.record(conn, action.change, info.id)
+            report.count = apply(conn, names, cursor, actor, reason)
+            report.cursor = cursor
+            self._changes.set_count(conn, cursor, report.count)
+            self._audit.record(conn, actor, action.audited, list_name, _counts(report), reason)
+        return report
+
+    @staticmethod
+    def _withdraw_live(
+        conn: Connection, names: _Names, cursor: int, actor: str, reason: str
+    ) -> int:
+        values = {
+            "withdrawn_at": utcnow(),
+            "withdrawn_by": actor,
+            "withdrawal_reason": reason,
+            "withdrawn_change": cursor,
+        }
+        live = entries.c.withdrawn_at.is_(None)
+        return sum(
+            conn.execute(update(entries).where(condition & live).values(**values)).rowcount
+            for condition in names.conditions(live=True)
+        )
+
+    @staticmethod
+    def _revive_dead(conn: Connection, names: _Names, cursor: int, actor: str, _: str) -> int:
+        rows = _tombstones(conn, names)
+        insert_entries(conn, rows, Added(names.list_id, cursor, utcnow(), actor))
+        added = conn.execute(
+            select(func.count()).select_from(entries).where(entries.c.added_change == cursor)
+        ).scalar_one()
+        return int(added)
+
+
+def _checked(references: Sequence[object], hashes: Sequence[Hash]) -> tuple[list[str], list[Hash]]:
     refs: dict[str, None] = {}
     for position, value in enumerate(references):
         reference = fields.reference(value, f"references[{position}]")
@@ -66,245 +164,68 @@ def _names(references: Sequence[object], hashes: Sequence[Hash]) -> tuple[list[s
     return list(refs), list(dict.fromkeys(hashes))
 
 
-def _state(
-    conn: Connection, list_id: int, references: list[str], hashes: list[Hash]
-) -> tuple[dict[str, bool], dict[Hash, bool]]:
-    """For each named reference and hash found in the list: whether any entry is live."""
-    by_reference: dict[str, bool] = {}
+def _conditions(
+    list_id: int, references: Sequence[str], hashes: Sequence[Hash]
+) -> Iterator[ColumnElement[bool]]:
+    """Conditions on ``entries`` for these references and hashes of one list, in chunks an
+    ``IN (...)`` of every database takes."""
+    in_list = entries.c.list_id == list_id
     for start in range(0, len(references), LOOKUP_CHUNK):
-        chunk = references[start : start + LOOKUP_CHUNK]
-        rows = conn.execute(
-            select(entries.c.reference, entries.c.withdrawn_at.is_(None)).where(
-                entries.c.list_id == list_id, entries.c.reference.in_(chunk)
-            )
-        )
-        for reference, live in rows:
-            by_reference[reference] = by_reference.get(reference, False) or bool(live)
-    by_hash: dict[Hash, bool] = {}
-    for algorithm in {h.algorithm for h in hashes}:
-        wanted = {h.value: h for h in hashes if h.algorithm is algorithm}
-        values = list(wanted)
-        for start in range(0, len(values), LOOKUP_CHUNK):
-            rows = conn.execute(
-                select(entries.c.hash, entries.c.withdrawn_at.is_(None)).where(
-                    entries.c.list_id == list_id,
-                    entries.c.algorithm == algorithm.name,
-                    entries.c.hash.in_(values[start : start + LOOKUP_CHUNK]),
-                )
-            )
-            for value, live in rows:
-                named = wanted[bytes(value)]
-                by_hash[named] = by_hash.get(named, False) or bool(live)
-    return by_reference, by_hash
-
-
-#: What an action does inside its transaction, given the list, the state of each name and
-#: the change's cursor; returns how many entries it changed.
-Apply = Callable[[Connection, ListInfo, dict[str, bool], dict[Hash, bool], int, str], int]
-
-
-class Withdrawals:
-    def __init__(
-        self, database: Database, lists: Lists, changes: ChangeLog, audit: AuditLog
-    ) -> None:
-        self._database = database
-        self._lists = lists
-        self._changes = changes
-        self._audit = audit
-
-    def _act(
-        self,
-        list_name: str,
-        *,
-        action: str,
-        change: str,
-        audited: str,
-        apply: Apply,
-        actor: str,
-        reason: str,
-        references: Sequence[object],
-        hashes: Sequence[Hash],
-    ) -> EntryReport:
-        reason = fields.reason(reason)
-        refs, named_hashes = _names(references, hashes)
-        info = self._lists.get(list_name)
-        report = EntryReport(list_name, action)
-        with self._database.write_transaction() as conn:
-            by_reference, by_hash = _state(conn, info.id, refs, named_hashes)
-            _sort(report, refs, named_hashes, by_reference, by_hash, action == "revived")
-            if not by_reference and not by_hash:
-                raise NothingMatched(_nothing(list_name, report))
-            cursor = self._changes.record(conn, change, info.id)
-            report.count = apply(conn, info, by_reference, by_hash, cursor, reason)
-            report.cursor = cursor
-            self._changes.set_count(conn, cursor, report.count)
-            self._audit.record(conn, actor, audited, list_name, _counts(report), reason)
-        return report
-
-    def withdraw(
-        self,
-        list_name: str,
-        *,
-        actor: str,
-        reason: str,
-        references: Sequence[object] = (),
-        hashes: Sequence[Hash] = (),
-    ) -> EntryReport:
-        """Withdraw the live entries with these references or hashes, in one transaction.
-
-        Raises :class:`NothingMatched` (and changes nothing) when no name matches any entry."""
-
-        def apply(
-            conn: Connection,
-            info: ListInfo,
-            by_reference: dict[str, bool],
-            by_hash: dict[Hash, bool],
-            cursor: int,
-            reason: str,
-        ) -> int:
-            values = {
-                "withdrawn_at": utcnow(),
-                "withdrawn_by": actor,
-                "withdrawal_reason": reason,
-                "withdrawn_change": cursor,
-            }
-            live = (entries.c.list_id == info.id) & entries.c.withdrawn_at.is_(None)
-            count = 0
-            live_refs = [r for r, is_live in by_reference.items() if is_live]
-            for start in range(0, len(live_refs), LOOKUP_CHUNK):
-                chunk = live_refs[start : start + LOOKUP_CHUNK]
-                result = conn.execute(
-                    update(entries).where(live & entries.c.reference.in_(chunk)).values(**values)
-                )
-                count += result.rowcount
-            live_hashes = [h for h, is_live in by_hash.items() if is_live]
-            for algorithm in {h.algorithm for h in live_hashes}:
-                values_of = [h.value for h in live_hashes if h.algorithm is algorithm]
-                for start in range(0, len(values_of), LOOKUP_CHUNK):
-                    result = conn.execute(
-                        update(entries)
-                        .where(
-                            live
-                            & (entries.c.algorithm == algorithm.name)
-                            & entries.c.hash.in_(values_of[start : start + LOOKUP_CHUNK])
-                        )
-                        .values(**values)
-                    )
-                    count += result.rowcount
-            return count
-
-        return self._act(
-            list_name,
-            action="withdrawn",
-            change="withdraw",
-            audited="entries.withdraw",
-            apply=apply,
-            actor=actor,
-            reason=reason,
-            references=references,
-            hashes=hashes,
-        )
-
-    def revive(
-        self,
-        list_name: str,
-        *,
-        actor: str,
-        reason: str,
-        references: Sequence[object] = (),
-        hashes: Sequence[Hash] = (),
-    ) -> EntryReport:
-        """Bring withdrawn hashes back as new live entries (the tombstones stay, for the record)."""
-
-        def apply(
-            conn: Connection,
-            info: ListInfo,
-            by_reference: dict[str, bool],
-            by_hash: dict[Hash, bool],
-            cursor: int,
-            _reason: str,
-        ) -> int:
-            dead_refs = [r for r, is_live in by_reference.items() if not is_live]
-            dead_hashes = [h for h, is_live in by_hash.items() if not is_live]
-            rows = _tombstones(conn, info.id, dead_refs, dead_hashes)
-            insert_entries(
-                conn, rows, list_id=info.id, cursor=cursor, added_at=utcnow(), added_by=actor
-            )
-            added = conn.execute(
-                select(func.count()).select_from(entries).where(entries.c.added_change == cursor)
-            ).scalar_one()
-            return int(added)
-
-        return self._act(
-            list_name,
-            action="revived",
-            change="add",
-            audited="entries.revive",
-            apply=apply,
-            actor=actor,
-            reason=reason,
-            references=references,
-            hashes=hashes,
-        )
-
-
-def _tombstones(
-    conn: Connection, list_id: int, references: list[str], hashes: list[Hash]
-) -> list[EntryTuple]:
-    """The latest tombstone of each withdrawn hash named directly or by reference."""
-    dead = (entries.c.list_id == list_id) & entries.c.withdrawn_at.is_not(None)
-    latest: dict[tuple[str, bytes], tuple[int, EntryTuple]] = {}
-
-    def keep(rows: Any) -> None:
-        for entry_id, algorithm, value, reference, labels in rows:
-            key = (algorithm, bytes(value))
-            if key not in latest or latest[key][0] < entry_id:
-                latest[key] = (entry_id, (algorithm, bytes(value), reference, tuple(labels or ())))
-
-    columns = (
-        entries.c.id,
-        entries.c.algorithm,
-        entries.c.hash,
-        entries.c.reference,
-        entries.c.labels,
-    )
-    for start in range(0, len(references), LOOKUP_CHUNK):
-        chunk = references[start : start + LOOKUP_CHUNK]
-        keep(conn.execute(select(*columns).where(dead & entries.c.reference.in_(chunk))))
+        yield in_list & entries.c.reference.in_(references[start : start + LOOKUP_CHUNK])
     for algorithm in {h.algorithm for h in hashes}:
         values = [h.value for h in hashes if h.algorithm is algorithm]
         for start in range(0, len(values), LOOKUP_CHUNK):
-            keep(
-                conn.execute(
-                    select(*columns).where(
-                        dead
-                        & (entries.c.algorithm == algorithm.name)
-                        & entries.c.hash.in_(values[start : start + LOOKUP_CHUNK])
-                    )
-                )
+            yield (
+                in_list
+                & (entries.c.algorithm == algorithm.name)
+                & entries.c.hash.in_(values[start : start + LOOKUP_CHUNK])
             )
+
+
+def _state(conn: Connection, list_id: int, references: list[str], hashes: list[Hash]) -> _Names:
+    """For each named reference and hash found in the list: whether any entry is live."""
+    by_reference: dict[str, bool] = {}
+    by_hash: dict[Hash, bool] = {}
+    named = {(h.algorithm.name, h.value): h for h in hashes}
+    live = entries.c.withdrawn_at.is_(None)
+    columns = (entries.c.reference, entries.c.algorithm, entries.c.hash, live)
+    wanted = set(references)
+    for condition in _conditions(list_id, references, hashes):
+        for reference, algorithm, value, is_live in conn.execute(select(*columns).where(condition)):
+            if reference in wanted:
+                by_reference[reference] = by_reference.get(reference, False) or bool(is_live)
+            found = named.get((algorithm, bytes(value)))
+            if found is not None:
+                by_hash[found] = by_hash.get(found, False) or bool(is_live)
+    return _Names(list_id, references, hashes, by_reference, by_hash)
+
+
+def _tombstones(conn: Connection, names: _Names) -> list[EntryTuple]:
+    """The latest tombstone of each withdrawn hash named directly or by reference."""
+    latest: dict[tuple[str, bytes], tuple[int, EntryTuple]] = {}
+    columns = (entries.c.id, entries.c.algorithm, entries.c.hash, entries.c.reference)
+    dead = entries.c.withdrawn_at.is_not(None)
+    for condition in names.conditions(live=False):
+        query = select(*columns, entries.c.labels).where(condition & dead)
+        for entry_id, algorithm, value, reference, labels in conn.execute(query):
+            key = (algorithm, bytes(value))
+            if key not in latest or latest[key][0] < entry_id:
+                latest[key] = (entry_id, (algorithm, bytes(value), reference, tuple(labels or ())))
     return [row for _, row in latest.values()]
 
 
-def _sort(
-    report: EntryReport,
-    references: list[str],
-    hashes: list[Hash],
-    by_reference: dict[str, bool],
-    by_hash: dict[Hash, bool],
-    done_when_live: bool,
-) -> None:
-    """File each name under unmatched, or already done: revived when it has a live entry
-    (``done_when_live``), withdrawn when it has none."""
-    for reference in references:
-        if reference not in by_reference:
+def _sort(report: EntryReport, names: _Names, done_when_live: bool) -> None:
+    """File each name under unmatched, or already done (its live state is ``done_when_live``:
+    revived when it has a live entry, withdrawn when it has none)."""
+    for reference in names.references:
+        if reference not in names.live_references:
             report.unmatched.append(reference)
-        elif by_reference[reference] == done_when_live:
+        elif names.live_references[reference] == done_when_live:
             report.already.append(reference)
-    for value in hashes:
-        if value not in by_hash:
+    for value in names.hashes:
+        if value not in names.live_hashes:
             report.unmatched.append(str(value))
-        elif by_hash[value] == done_when_live:
+        elif names.live_hashes[value] == done_when_live:
             report.already.append(str(value))
 
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import random_hexes
+from conftest import hashmatch_env, random_hexes, run_hashmatch
 from dbs import BACKENDS, database
 from hashmatch.hashsets.read import read_hash_set
 from hashmatch.matching.follower import Follower
@@ -146,15 +143,8 @@ def test_withdrawal_and_disabling_stop_matches(url: str, tmp_path: Path) -> None
 
 
 def run_cli(url: str, tmp_path: Path, *args: str, stdin: bytes | None = None) -> None:
-    env = {**os.environ, "HASHMATCH_DATABASE_URL": url, "HASHMATCH_DATA_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "hashmatch", *args],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    env = hashmatch_env(database_url=url, data_dir=tmp_path)
+    result = run_hashmatch(*args, env=env, stdin=stdin)
     assert result.returncode == 0, result.stderr
 
 

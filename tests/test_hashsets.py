@@ -6,15 +6,13 @@ import csv
 import io
 import json
 import random
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from conftest import encode, natural_image
+from conftest import encode, natural_image, run_hashmatch
 from hashmatch import signals
 from hashmatch.hashsets.read import (
     HashRow,
@@ -80,12 +78,7 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("output_format", ["csv", "jsonl", "tx"])
 def test_round_trip_of_hashmatch_hash_output(image_dir: Path, output_format: str) -> None:
     options = ["-a", "pdq,phash,md5,sha256", "-j", "1", "-f", output_format]
-    result = subprocess.run(
-        [sys.executable, "-m", "hashmatch", "hash", str(image_dir), *options],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_hashmatch("hash", image_dir, *options)
     assert result.returncode == 1, result.stderr  # the corrupt file failed
     text = result.stdout.decode()
     # What the CLI printed, read independently: (line, "alg:hex") or (line, "error").
