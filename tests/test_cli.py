@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import encode, natural_image, run_hashmatch
 from hashmatch import signals
@@ -107,6 +108,24 @@ def test_tx_lines_and_output_file(photo_tree: Path, tmp_path: Path) -> None:
     for line, (name, algorithm) in zip(lines, expected_order, strict=True):
         (expected,) = hash_bytes((photo_tree / name).read_bytes(), [signals.get(algorithm)])
         assert line == f"{algorithm} {expected.hex}"
+
+
+def test_low_quality_hashes_are_counted_per_signal_type(tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for shade in (40, 200):  # near-flat images: PDQ quality far below Meta's cut-off
+        (flat / f"grey-{shade}.png").write_bytes(
+            encode(Image.new("RGB", (300, 200), (shade, shade, shade)), "PNG")
+        )
+    (flat / "photo.jpg").write_bytes(encode(natural_image(seed=3), "JPEG"))
+    result = run_cli("hash", flat, "-a", "pdq,phash,md5", "-j", "1")
+    assert result.returncode == 0, result.stderr
+    flagged = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(r["path"].rsplit("/", 1)[1] for r in flagged if r.get("low_quality")) == [
+        "grey-200.png",
+        "grey-40.png",
+    ]
+    assert b"hashed 3 of 3 files, low-quality hashes flagged: 2 pdq" in result.stderr
 
 
 def test_parallel_output_equals_serial(photo_tree: Path) -> None:

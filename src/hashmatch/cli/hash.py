@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     algorithms = parse_many(args.algorithms)
     jobs = args.jobs if args.jobs and args.jobs > 0 else default_jobs()
     files = list(iter_files(Path(p) for p in args.paths))
-    failed = low_quality = 0
+    failed = 0
+    low_quality: Counter[str] = Counter()  # signal type -> hashes flagged low quality
     with (
         write_output(args.output) as stream,
         progress(total=len(files), desc="hashing", unit="file") as bar,
@@ -37,13 +39,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 writer.write(ErrorRecord(result.path, result.error))
                 continue
             for value in result.hashes:
-                low_quality += value.low_quality
+                if value.low_quality:
+                    low_quality[value.algorithm.name] += 1
                 writer.write(HashRecord(result.path, value, result.size))
     summary = f"hashed {len(files) - failed} of {len(files)} files"
     if failed:
         summary += f", {failed} failed"
     if low_quality:
-        summary += f", {low_quality} low-quality PDQ hashes (quality < 50) flagged"
+        flagged = ", ".join(f"{count} {name}" for name, count in sorted(low_quality.items()))
+        summary += f", low-quality hashes flagged: {flagged}"
     if args.summary or failed or low_quality:
         stderr(summary)
     return EXIT_FAILURES if failed else EXIT_OK
