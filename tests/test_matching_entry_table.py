@@ -8,11 +8,11 @@ import pytest
 from hashmatch.matching.entry_table import EntryMeta, EntryTable
 
 
-def rows() -> list[tuple[int, int, str | None, str]]:
+def rows() -> list[tuple[int, int, str | None, str, int | None]]:
     return [
-        (30, 2, "ref-30", json.dumps(["a;b", "c|d"])),
-        (10, 1, None, "[]"),
-        (20, 1, "東京 – référence", json.dumps(["x"])),
+        (30, 2, "ref-30", json.dumps(["a;b", "c|d"]), 7001),  # a mirrored entry
+        (10, 1, None, "[]", None),
+        (20, 1, "東京 – référence", json.dumps(["x"]), None),
     ]
 
 
@@ -21,20 +21,20 @@ def test_lookup_add_discard_and_compact(tmp_path: Path) -> None:
     assert len(table) == 3
     assert table.get(10) == EntryMeta(1, None, ())
     assert table.get(20) == EntryMeta(1, "東京 – référence", ("x",))
-    assert table.get(30) == EntryMeta(2, "ref-30", ("a;b", "c|d"))
+    assert table.get(30) == EntryMeta(2, "ref-30", ("a;b", "c|d"), 7001)
     assert table.get(15) is None and table.get(99) is None
-    table.add(40, EntryMeta(3, "new", ("n",)))
+    table.add(40, EntryMeta(3, "new", ("n",), 9))
     table.discard(20)
     table.discard(12345)  # absent: ignored
-    assert table.get(40) == EntryMeta(3, "new", ("n",)) and table.get(20) is None
+    assert table.get(40) == EntryMeta(3, "new", ("n",), 9) and table.get(20) is None
     assert len(table) == 3
     table.add(20, EntryMeta(1, "back", ()))  # re-added after a discard
     compacted = table.compact()
     assert [compacted.get(i) for i in (10, 20, 30, 40)] == [
         EntryMeta(1, None, ()),
         EntryMeta(1, "back", ()),
-        EntryMeta(2, "ref-30", ("a;b", "c|d")),
-        EntryMeta(3, "new", ("n",)),
+        EntryMeta(2, "ref-30", ("a;b", "c|d"), 7001),
+        EntryMeta(3, "new", ("n",), 9),
     ]
     path = str(tmp_path / "entries.table")
     table.save(path)

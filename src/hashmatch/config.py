@@ -76,8 +76,22 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _wait_seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value <= 30:
+        raise ValueError("must be more than 0 and at most 30 seconds")
+    return value
+
+
 def _optional_str(raw: str) -> str | None:
     return raw or None
+
+
+def _flag(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"1", "true", "yes", "0", "false", "no", ""}:
+        raise ValueError("must be true or false")
+    return value in {"1", "true", "yes"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,35 @@ class Settings:
     max_thresholds: tuple[tuple[str, int], ...] = field(
         default=(), metadata={"parse": _name_values}
     )
+
+    #: Seconds between writes of each process's in-memory match counts (stats).
+    match_count_flush_seconds: float = field(default=5.0, metadata={"parse": _positive_float})
+    #: Attempts at a withdrawal webhook before it is marked failed, and the first retry's
+    #: delay (doubled after each failure, with jitter).
+    webhook_max_attempts: int = field(default=10, metadata={"parse": _positive_int})
+    webhook_retry_seconds: float = field(default=30.0, metadata={"parse": _positive_float})
+    #: Let webhooks call loopback and private addresses (development and tests only: a
+    #: platform's URL must not reach the instance's own network).
+    webhook_private_targets: bool = field(default=False, metadata={"parse": _flag})
+
+    #: This instance's name on the exchange (peers see it; unset: one made up and kept).
+    instance_name: str | None = field(default=None, metadata={"parse": _optional_str})
+    #: Whether ``serve`` runs the exchange fetcher (one per instance whatever the workers:
+    #: a lease decides which); off when a dedicated ``hashmatch exchange run`` does it.
+    exchange_fetcher: bool = field(default=True, metadata={"parse": _flag})
+    #: Whether an organisation's admin key may add a peer at a private or loopback address
+    #: over HTTP (the operator's CLI always may): off, so the API cannot probe the network.
+    exchange_private_peers: bool = field(default=False, metadata={"parse": _flag})
+    #: How long one long-poll of a peer's feed waits for a change, in seconds.
+    exchange_wait: float = field(default=25.0, metadata={"parse": _wait_seconds})
+    #: The longest wait between retries of a failing peer (they back off 1, 2, 4, ... s).
+    exchange_max_backoff: float = field(default=300.0, metadata={"parse": _positive_float})
+    #: How often what platforms did with mirrored entries is sent back to each origin (s).
+    exchange_outcomes_every: float = field(default=60.0, metadata={"parse": _positive_float})
+    #: Whether outcomes sent back to an origin name the platforms that reported them.
+    exchange_share_platforms: bool = field(default=False, metadata={"parse": _flag})
+    #: How often each peer's mirrors are verified against the origin, in seconds.
+    exchange_verify_every: float = field(default=3600.0, metadata={"parse": _positive_float})
 
     def __post_init__(self) -> None:
         try:

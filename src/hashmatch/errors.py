@@ -95,6 +95,11 @@ class NothingMatched(NotFound, code="nothing_matched"):
 class Conflict(StoreError, code="conflict"): ...
 
 
+class ReadOnlyMirror(Conflict, code="read_only_mirror"):
+    """A mirror of a peer's list changes only from its origin (locally: enabled, stricter
+    thresholds or label)."""
+
+
 class InvalidList(StoreError, code="invalid_list"): ...
 
 
@@ -144,3 +149,27 @@ class BadRequest(HashmatchError, code="bad_request"): ...
 
 
 class NotReady(HashmatchError, code="not_ready"): ...
+
+
+# --- the exchange between instances --------------------------------------------------------
+
+
+class PeerError(HashmatchError, code="peer_error"):
+    """A peer instance could not be reached or answered in error: retried with back-off."""
+
+
+class PeerRefused(PeerError, code="peer_refused"):
+    """A peer sent a page this instance refuses (malformed, oversized, unknown algorithm,
+    a threshold above the local bound, ...): nothing of it was applied."""
+
+
+# --- outcome reports ---------------------------------------------------------------------
+
+
+class InvalidMatchId(HashmatchError, code="invalid_match_id"):
+    """Not a match id this instance issued to the caller's organisation: forged, damaged, or
+    another organisation's (the two are never told apart)."""
+
+
+class InvalidOutcome(HashmatchError, code="invalid_outcome"):
+    """An outcome report item breaks a rule (its kind, its time, its attached hash)."""

@@ -34,6 +34,8 @@ MAX_GROUP_CHARS: Final = 128
 
 _ORGANISATION: Final = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?")
 _LIST_NAME: Final = re.compile(r"[A-Za-z0-9._-]+")
+#: A mirror of a peer's list: ``peer:list`` (the peer's name, then the list's at its origin).
+_MIRROR_NAME: Final = re.compile(r"[a-z0-9][a-z0-9._-]*:[A-Za-z0-9._-]+")
 _CATEGORY: Final = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _MULTILINE_OK: Final = frozenset("\n\t")
 #: Zero-width (non-)joiners are format characters that scripts and emoji need.
@@ -82,7 +84,18 @@ def list_name(value: object, field: str = "name") -> str:
 
 
 def is_list_name(value: str) -> bool:
-    return 1 <= len(value) <= MAX_LIST_NAME_CHARS and _LIST_NAME.fullmatch(value) is not None
+    """A local list's name, or a mirror's (``peer:list``)."""
+    if not 1 <= len(value) <= MAX_LIST_NAME_CHARS:
+        return False
+    return _LIST_NAME.fullmatch(value) is not None or _MIRROR_NAME.fullmatch(value) is not None
+
+
+def mirror_name(peer: str, origin_list: str) -> str:
+    """The local name of ``peer``'s list ``origin_list``; refused if it is no list name."""
+    name = f"{peer}:{list_name(origin_list, 'list')}"
+    if not is_list_name(name):
+        raise InvalidField("list", f"{name[:140]!r} is too long for a mirror's name")
+    return name
 
 
 def category(value: object, field: str = "category") -> str:
@@ -161,3 +174,14 @@ def _is_control(char: str) -> bool:
     # such as U+202E, which reverses how the rest of a line is shown) would let a name or
     # reference look like another in the console and the audit log.
     return unicodedata.category(char) in ("Cc", "Cf") and char not in _JOINERS
+
+
+#: Why an entry was withdrawn, as mirrors and platforms learn it: the free-text reason may name
+#: a victim and never leaves the list's owner.
+WITHDRAWAL_CLASSES: Final = ("victim_request", "listed_in_error", "legal", "expired", "other")
+
+
+def withdrawal_class(value: object) -> str:
+    if value not in WITHDRAWAL_CLASSES:
+        raise InvalidField("reason_class", f"must be one of {', '.join(WITHDRAWAL_CLASSES)}")
+    return str(value)

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from hashmatch import __version__
-from hashmatch.api import lists, matching, shares
+from hashmatch.api import exchange, lists, matching, outcomes, shares, webhooks
 from hashmatch.api.asgi import RouteTable
 from hashmatch.api.auth import KeyGate
 from hashmatch.api.bodylimit import BodyLimit
@@ -24,6 +24,7 @@ from hashmatch.api.keycache import KeyCache
 from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
+from hashmatch.exchange.fetcher import start_fetcher
 from hashmatch.matching.follower import Follower
 from hashmatch.matching.probes import ProbeGuard, ProbeRules
 from hashmatch.media import DecodeBudget
@@ -55,9 +56,13 @@ def create_app(
             database_url(settings.data_dir, settings.database_url),
             migrate=migrate,
             bounds=settings.threshold_bounds,
+            instance=settings.instance_name,
         )
         follower = Follower(store, settings.data_dir / "snapshots", settings.threshold_bounds)
         services.store, services.follower, services.keys = store, follower, KeyCache(store)
+        background = outcomes.Background.start(store, settings)
+        services.recorder = background.recorder
+        fetcher = start_fetcher(store, settings) if settings.exchange_fetcher else None
 
         def load() -> None:
             follower.load()
@@ -78,6 +83,9 @@ def create_app(
                 except OSError:
                     log.exception("could not write a snapshot at shutdown")
             services.ready = False
+            background.stop()  # writes the last match counts, releases the webhook lease
+            if fetcher is not None:
+                fetcher.stop()  # releases the fetcher lease: another worker takes over at once
             store.close()
 
     app = FastAPI(
@@ -88,7 +96,14 @@ def create_app(
     )
     app.state.services = services
     install_error_handlers(app)
-    routers = (matching.router, lists.router, shares.router)
+    routers = (
+        matching.router,
+        lists.router,
+        shares.router,
+        outcomes.router,
+        webhooks.router,
+        exchange.router,
+    )
     for router in routers:
         app.include_router(router)
     routes = RouteTable(route for router in routers for route in router.routes)

@@ -15,6 +15,7 @@ from hashmatch.api.metrics import Metrics
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.config import Settings
 from hashmatch.errors import NotReady
+from hashmatch.matching.counts import MatchRecorder
 from hashmatch.matching.follower import Follower
 from hashmatch.matching.probes import ProbeGuard
 from hashmatch.matching.state import MatchState
@@ -37,6 +38,7 @@ class Services:
     store: Store | None = None
     follower: Follower | None = None
     keys: KeyCache | None = None
+    recorder: MatchRecorder | None = None  # match ids and counts (api.outcomes.Background)
     ready: bool = field(default=False)
 
 

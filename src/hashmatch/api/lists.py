@@ -79,6 +79,7 @@ def create_list(body: ListIn, store: StoreDep, key: Contributor) -> ListOut:
         description=body.description,
         thresholds=body.thresholds,
         shared_with=body.shared_with,
+        tlp=body.tlp,
     )
     return info.report(key.organisation)
 
@@ -134,10 +135,12 @@ def _entry_route(action: str) -> Callable[..., dict[str, Any]]:
     def route(name: str, body: WithdrawIn, store: StoreDep, key: Contributor) -> dict[str, Any]:
         _owned(store, name, key)
         act: Callable[..., EntryReport] = getattr(store.withdrawals, action)
+        extra = {"reason_class": body.reason_class} if action == "withdraw" else {}
         report = act(
             name,
             actor=key.actor,
             reason=body.reason,
+            **extra,
             references=body.references,
             hashes=parse_hashes(body.hashes),
         )

@@ -31,7 +31,8 @@ from hashmatch.api.models import (
     parse_hashes,
 )
 from hashmatch.api.uploads import read_image
-from hashmatch.errors import KeySuspended, StoreUnavailable
+from hashmatch.errors import KeySuspended, NotReady, StoreUnavailable
+from hashmatch.matching.counts import Stamp
 from hashmatch.matching.lookup import lookup, matchable_lists
 from hashmatch.matching.probes import ProbeDetected, ProbeGuard
 from hashmatch.matching.state import MatchState
@@ -86,6 +87,13 @@ async def _guarded(services: Services, key: KeyInfo, work: Callable[[], T], size
         ) from None
 
 
+def _stamp(services: Services, key: KeyInfo) -> Stamp:
+    """What gives this response's hits their match ids (and counts them)."""
+    if services.recorder is None:
+        raise NotReady("the service is starting")
+    return services.recorder.stamp(key.organisation)
+
+
 def _suspend(services: Services, key: KeyInfo, probe: ProbeDetected) -> None:
     assert services.keys is not None and services.store is not None  # a key got here
     services.keys.suspend(key.id)  # this replica stops the key at once
@@ -109,9 +117,10 @@ async def match_hashes(
     image's PDQ and MD5, say); the others each alone. The body is ``MatchHashesOut``, written
     directly: a batch of 10,000 results is not worth validating again on the way out."""
     names = matchable_lists(state, key.organisation, body.lists)
+    stamp = _stamp(services, key)
 
     def answer() -> bytes:
-        return _answer_hashes(state, body, key.organisation, names, services.probes)
+        return _answer_hashes(state, body, key.organisation, names, services.probes, stamp)
 
     content = await _guarded(services, key, answer, len(body.hashes))
     return Response(content, media_type="application/json")
@@ -123,6 +132,7 @@ def _answer_hashes(
     organisation: str,
     names: frozenset[str],
     guard: ProbeGuard,
+    stamp: Stamp,
 ) -> bytes:
     hashes = parse_hashes(body.hashes)
     members: list[list[Query]] = []
@@ -155,10 +165,14 @@ def _answer_hashes(
                 "group": given.group,
                 "match": verdict.match,
                 "matches": [
-                    hit_dict(hit, organisation) for hit in verdict.blocks if hit.query == position
+                    hit_dict(hit, organisation, stamp)
+                    for hit in verdict.blocks
+                    if hit.query == position
                 ],
                 "allowed": [
-                    hit_dict(hit, organisation) for hit in verdict.allows if hit.query == position
+                    hit_dict(hit, organisation, stamp)
+                    for hit in verdict.allows
+                    if hit.query == position
                 ],
             }
         )
@@ -236,7 +250,7 @@ async def match_image(
 
     verdict = await _guarded(services, key, judge, len(queries))
     content = {
-        **verdict_dict(verdict, key.organisation),
+        **verdict_dict(verdict, key.organisation, _stamp(services, key)),
         "hashes": {name: value.model_dump() for name, value in shown.items()},
         "request_id": uuid.uuid4().hex,
     }

@@ -111,6 +111,9 @@ class ListIn(BaseModel):
         max_length=1000,
         description="organisations offered the list; each must accept before it is matched",
     )
+    tlp: Literal["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"] = Field(
+        default="AMBER", description="FIRST TLP 2.0 label: how far the list may travel"
+    )
 
 
 class ListPatch(BaseModel):
@@ -121,6 +124,7 @@ class ListPatch(BaseModel):
     category: str | None = Field(default=None, max_length=fields.MAX_CATEGORY_CHARS)
     thresholds: dict[str, int] | None = Field(default=None, max_length=8)
     shared_with: list[str] | None = Field(default=None, max_length=1000)
+    tlp: Literal["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"] | None = None
 
 
 class EntryIn(BaseModel):
@@ -137,6 +141,10 @@ class EntriesIn(BaseModel):
 
 class WithdrawIn(BaseModel):
     reason: str = Field(min_length=1, max_length=fields.MAX_REASON_CHARS)
+    reason_class: Literal["victim_request", "listed_in_error", "legal", "expired", "other"] = Field(
+        default="other",
+        description="why, as peers and platforms learn it (the reason itself stays with you)",
+    )
     references: list[str] = Field(default_factory=list, max_length=100_000)
     hashes: list[HashIn] = Field(default_factory=list, max_length=100_000)
 

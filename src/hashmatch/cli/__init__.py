@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from hashmatch import __version__
+from hashmatch.cli import exchange, keys, lists, match, serve, shares, stats, webhooks
 from hashmatch.cli import hash as hash_command
-from hashmatch.cli import keys, lists, match, serve, shares
 from hashmatch.cli.common import stderr
 from hashmatch.config import Settings
 from hashmatch.errors import (
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     shares.add_parser(commands, actor)
     lists.add_parser(commands, actor)
     match.add_parser(commands)
+    stats.add_parser(commands)
+    webhooks.add_parser(commands, actor)
+    exchange.add_parser(commands, actor)
     return parser
 
 

@@ -22,7 +22,9 @@ def open_store(settings: Settings) -> Store:
     from hashmatch.store import Store, database_url
 
     return Store.open(
-        database_url(settings.data_dir, settings.database_url), bounds=settings.threshold_bounds
+        database_url(settings.data_dir, settings.database_url),
+        bounds=settings.threshold_bounds,
+        instance=settings.instance_name,
     )
 
 

@@ -44,7 +44,10 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     create = sub.add_parser("create", parents=[actor_parent], help="create a key (shown once)")
     create.add_argument("--org", required=True, help="the organisation the key acts for")
     create.add_argument(
-        "--role", action="append", required=True, choices=["match", "contribute", "admin"]
+        "--role",
+        action="append",
+        required=True,
+        choices=["match", "contribute", "admin", "exchange"],
     )
     create.add_argument("--name", default="", help="a note, e.g. what uses the key")
     create.set_defaults(handler=cmd_create)

@@ -34,6 +34,7 @@ def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
         description=args.description,
         thresholds=thresholds,
         shared_with=args.share or (),
+        tlp=args.tlp,
     )
     print_json(info.as_dict())
     return 0
@@ -133,8 +134,14 @@ def cmd_entries(args: argparse.Namespace, settings: Settings) -> int:
     references, hashes = _named_entries(args)
     store = open_store(settings)
     act = store.withdrawals.revive if args.revive else store.withdrawals.withdraw
+    extra = {} if args.revive else {"reason_class": args.reason_class}
     report = act(
-        args.name, actor=actor(args), reason=args.reason, references=references, hashes=hashes
+        args.name,
+        actor=actor(args),
+        reason=args.reason,
+        references=references,
+        hashes=hashes,
+        **extra,
     )
     print_json(report.as_dict())
     if report.unmatched:
@@ -178,6 +185,11 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--share", action="append", help="organisation offered the list (it must accept)"
     )
+    create.add_argument(
+        "--tlp",
+        choices=["CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"],
+        help="TLP label: how far the list may travel to other instances (default AMBER)",
+    )
     for signal in hamming_signals():
         create.add_argument(
             f"--{signal.name}-threshold",
@@ -219,6 +231,13 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
         entries.add_argument("--hash", action="append", help="ALG:HEX")
         entries.add_argument("--file", help=f"a hash-set file of hashes to {command}")
         entries.add_argument("--reason", required=True)
+        if not revive:
+            entries.add_argument(
+                "--reason-class",
+                choices=["victim_request", "listed_in_error", "legal", "expired", "other"],
+                default="other",
+                help="why, as mirrors and platforms learn it (the reason stays here)",
+            )
         entries.set_defaults(handler=cmd_entries, revive=revive)
 
     for command, unshare in (("share", False), ("unshare", True)):

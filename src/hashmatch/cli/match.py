@@ -14,16 +14,19 @@ from hashmatch.errors import MediaError
 
 def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
     from hashmatch import fields
+    from hashmatch.matching.counts import MatchRecorder
     from hashmatch.matching.follower import Follower
     from hashmatch.matching.lookup import lookup, matchable_lists
     from hashmatch.matching.verdict import verdict_dict
     from hashmatch.signals import Query, parse_hash, query_hashes
 
     organisation = fields.organisation(args.org, "--org") if args.org else None
-    follower = Follower(
-        open_store(settings), settings.data_dir / "snapshots", settings.threshold_bounds
-    )
+    store = open_store(settings)
+    follower = Follower(store, settings.data_dir / "snapshots", settings.threshold_bounds)
     follower.load()
+    # Matches made for an organisation are counted for the owners' stats like the API's.
+    recorder = MatchRecorder(store.outcomes.tokens())
+    stamp = recorder.stamp(organisation)
     labels: list[str] = []
     items: list[list[Query]] = []
     for text in args.hash or ():
@@ -41,9 +44,10 @@ def cmd_match(args: argparse.Namespace, settings: Settings) -> int:
     names = matchable_lists(state, organisation, wanted)
     verdicts = lookup(state, items, organisation=organisation, lists=names)
     results = [
-        {"query": label, **verdict_dict(verdict, organisation)}
+        {"query": label, **verdict_dict(verdict, organisation, stamp)}
         for label, verdict in zip(labels, verdicts, strict=True)
     ]
+    store.outcomes.add_counts(recorder.counter.take())
     if args.json:
         print_json(results)
         return 0

@@ -8,4 +8,6 @@
 - :mod:`.verdict`: an item's hits -> one verdict (allow-list suppression, groups, bands)
 - :mod:`.lookup`: a caller's question answered, for every front end
 - :mod:`.probes`: recognising probes that would rebuild another organisation's hashes
+- :mod:`.tokens`: match ids, self-authenticating, for platforms' outcome reports
+- :mod:`.counts`: each hit stamped with its match id and counted (in memory, flushed)
 """

@@ -22,6 +22,8 @@ class EntryMeta:
     list_id: int
     reference: str | None
     labels: tuple[str, ...]
+    #: A mirrored entry's id at its origin instance.
+    origin_id: int | None = None
 
 
 def _blob(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +36,7 @@ class EntryTable:
     def __init__(self) -> None:
         self._ids = np.empty(0, np.int64)
         self._list_ids = np.empty(0, np.int64)
+        self._origin_ids = np.empty(0, np.int64)  # -1: a local entry
         self._has_reference = np.empty(0, bool)
         self._references = (np.empty(0, np.uint8), np.zeros(1, np.int64))
         self._labels = (np.empty(0, np.uint8), np.zeros(1, np.int64))
@@ -44,12 +47,14 @@ class EntryTable:
         return self._ids.size + len(self._recent) - len(self._gone)
 
     @classmethod
-    def build(cls, rows: Iterable[tuple[int, int, str | None, str]]) -> EntryTable:
-        """From ``(entry id, list id, reference, labels as JSON)`` rows, any order."""
-        ids, list_ids, refs, labels, has_ref = [], [], [], [], []
-        for entry_id, list_id, reference, labels_json in rows:
+    def build(cls, rows: Iterable[tuple[int, int, str | None, str, int | None]]) -> EntryTable:
+        """From ``(entry id, list id, reference, labels as JSON, origin id)`` rows, any
+        order."""
+        ids, list_ids, origin_ids, refs, labels, has_ref = [], [], [], [], [], []
+        for entry_id, list_id, reference, labels_json, origin_id in rows:
             ids.append(entry_id)
             list_ids.append(list_id)
+            origin_ids.append(-1 if origin_id is None else origin_id)
             has_ref.append(reference is not None)
             refs.append((reference or "").encode())
             labels.append(labels_json.encode() if labels_json not in ("[]", "") else b"")
@@ -57,6 +62,7 @@ class EntryTable:
         order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
         table._ids = np.asarray(ids, dtype=np.int64)[order]
         table._list_ids = np.asarray(list_ids, dtype=np.int64)[order]
+        table._origin_ids = np.asarray(origin_ids, dtype=np.int64)[order]
         table._has_reference = np.asarray(has_ref, dtype=bool)[order]
         table._references = _blob([refs[i] for i in order])
         table._labels = _blob([labels[i] for i in order])
@@ -82,7 +88,10 @@ class EntryTable:
         reference = _text(self._references, row) if self._has_reference[row] else None
         labels_json = _text(self._labels, row)
         labels = tuple(json.loads(labels_json)) if labels_json else ()
-        return EntryMeta(int(self._list_ids[row]), reference, labels)
+        origin_id = int(self._origin_ids[row])
+        return EntryMeta(
+            int(self._list_ids[row]), reference, labels, None if origin_id < 0 else origin_id
+        )
 
     def _row(self, entry_id: int) -> int | None:
         row = int(np.searchsorted(self._ids, entry_id))
@@ -103,10 +112,12 @@ class EntryTable:
                     int(self._list_ids[row]),
                     _text(self._references, row) if self._has_reference[row] else None,
                     _text(self._labels, row),
+                    _origin(int(self._origin_ids[row])),
                 )
             )
         for entry_id, meta in self._recent.items():
-            rows.append((entry_id, meta.list_id, meta.reference, json.dumps(list(meta.labels))))
+            labels = json.dumps(list(meta.labels))
+            rows.append((entry_id, meta.list_id, meta.reference, labels, meta.origin_id))
         return EntryTable.build(rows)
 
     def save(self, path: str) -> None:
@@ -114,6 +125,7 @@ class EntryTable:
         arrays = {
             "ids": table._ids,
             "list_ids": table._list_ids,
+            "origin_ids": table._origin_ids,
             "has_reference": table._has_reference,
             "references": table._references[0],
             "reference_offsets": table._references[1],
@@ -128,13 +140,20 @@ class EntryTable:
         table = cls()
         table._ids = arrays["ids"]
         table._list_ids = arrays["list_ids"]
+        # Tables saved before mirrors existed have no origin ids: every entry is local.
+        table._origin_ids = arrays.get("origin_ids", np.full(table._ids.size, -1, np.int64))
         table._has_reference = arrays["has_reference"]
         table._references = (arrays["references"], arrays["reference_offsets"])
         table._labels = (arrays["labels"], arrays["label_offsets"])
-        sizes = {a.size for a in (table._ids, table._list_ids, table._has_reference)}
+        columns = (table._ids, table._list_ids, table._origin_ids, table._has_reference)
+        sizes = {a.size for a in columns}
         if len(sizes) != 1 or table._references[1].size != table._ids.size + 1:
             raise ValueError(f"{path}: inconsistent entry table")
         return table
+
+
+def _origin(value: int) -> int | None:
+    return None if value < 0 else value
 
 
 def _text(blob: tuple[np.ndarray, np.ndarray], row: int) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,8 @@ class Match:
     #: The threshold this hit was judged against: the list's (within the instance's bound),
     #: tightened by ``max_distance`` and the variant penalty. Digests: 0.
     threshold: int
+    #: For a mirror's entry: where it comes from (instance, list, its id there, ...).
+    origin: dict[str, Any] | None = None
 
 
 class MatchState:
@@ -59,7 +62,7 @@ class MatchState:
     @classmethod
     def build(
         cls,
-        rows: Iterable[tuple[int, int, str, bytes, str | None, str]],
+        rows: Iterable[tuple[int, int, str, bytes, str | None, str, int | None]],
         bounds: ThresholdBounds = DEFAULT_BOUNDS,
     ) -> MatchState:
         """From live entries as plain columns (id, list id, algorithm, hash, reference,
@@ -68,11 +71,11 @@ class MatchState:
             s.name: ([], []) for s in all_signals()
         }
         metadata = []
-        for entry_id, list_id, algorithm_name, value, reference, labels in rows:
+        for entry_id, list_id, algorithm_name, value, reference, labels, origin_id in rows:
             ids, codes = batches[algorithm_name]
             ids.append(entry_id)
             codes.append(value)
-            metadata.append((entry_id, list_id, reference, labels))
+            metadata.append((entry_id, list_id, reference, labels, origin_id))
         state = cls(bounds, entries=EntryTable.build(metadata))
         for signal, index in state._indexes.items():
             ids, codes = batches[signal.name]
@@ -122,7 +125,8 @@ class MatchState:
                 codes = [row.hash.value for row in chosen]
                 index.add(*_arrays(signal, ids, codes))
                 for row in chosen:
-                    self._entries.add(row.id, EntryMeta(row.list_id, row.reference, row.labels))
+                    meta = EntryMeta(row.list_id, row.reference, row.labels, row.origin_id)
+                    self._entries.add(row.id, meta)
 
     def withdraw(self, entry_ids: Sequence[int]) -> None:
         if not entry_ids:
@@ -248,7 +252,22 @@ class MatchState:
             signal,
             distance,
             threshold,
+            None if info.origin is None else _origin(info, meta),
         )
+
+
+def _origin(info: ListInfo, meta: EntryMeta) -> dict[str, Any]:
+    """What a match on a mirror says of where the entry comes from."""
+    origin = info.origin or {}
+    return {
+        "instance": origin.get("origin_instance"),
+        "peer": origin.get("peer"),
+        "list": origin.get("list"),
+        "owner": origin.get("owner"),
+        "category": origin.get("category"),
+        "jurisdiction": origin.get("jurisdiction"),
+        "entry_id": meta.origin_id,
+    }
 
 
 def _new_index(signal: SignalType) -> CodeIndex:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from hashmatch.matching.policy import may_suppress
 
 if TYPE_CHECKING:
+    from hashmatch.matching.counts import Stamp
     from hashmatch.matching.state import Match
     from hashmatch.signals import Variant
     from hashmatch.store import ListInfo
@@ -123,10 +124,20 @@ class MatchOut(BaseModel):
     variant: str | None = None
     suppressed: bool = False
     suppressed_by: str | None = Field(default=None, description="the allow-list that did")
+    origin: dict[str, Any] | None = Field(
+        default=None,
+        description="for a list mirrored from another instance: the entry's origin "
+        "(instance, list, owner, category, jurisdiction, its entry id there)",
+    )
+    match_id: str = Field(
+        description="this match, for reporting its outcome (POST /v1/outcomes)",
+        examples=["AQAAAAAAAAAqAAAAAAAAAAFnTbWA3q2-7w8uX8z1bWQkC4xG3A"],
+    )
 
     @classmethod
-    def of(cls, hit: Hit, organisation: str | None) -> MatchOut:
-        """``hit`` as reported to ``organisation`` (``None``: the operator)."""
+    def of(cls, hit: Hit, organisation: str | None, stamp: Stamp) -> MatchOut:
+        """``hit`` as reported to ``organisation`` (``None``: the operator), stamped with its
+        match id (and counted) by ``stamp``."""
         match = hit.match
         return cls(
             list=match.list,
@@ -141,16 +152,18 @@ class MatchOut(BaseModel):
             variant=None if hit.variant is None else str(hit.variant),
             suppressed=hit.suppressed_by is not None,
             suppressed_by=hit.suppressed_by,
+            origin=match.origin,
+            match_id=stamp.match_id(match),
         )
 
 
-def hit_dict(hit: Hit, organisation: str | None) -> dict[str, Any]:
-    return MatchOut.of(hit, organisation).model_dump()
+def hit_dict(hit: Hit, organisation: str | None, stamp: Stamp) -> dict[str, Any]:
+    return MatchOut.of(hit, organisation, stamp).model_dump()
 
 
-def verdict_dict(verdict: Verdict, organisation: str | None) -> dict[str, Any]:
+def verdict_dict(verdict: Verdict, organisation: str | None, stamp: Stamp) -> dict[str, Any]:
     return {
         "match": verdict.match,
-        "matches": [hit_dict(hit, organisation) for hit in verdict.blocks],
-        "allowed": [hit_dict(hit, organisation) for hit in verdict.allows],
+        "matches": [hit_dict(hit, organisation, stamp) for hit in verdict.blocks],
+        "allowed": [hit_dict(hit, organisation, stamp) for hit in verdict.allows],
     }

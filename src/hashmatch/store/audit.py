@@ -42,7 +42,9 @@ class AuditLog:
         """The latest rows first; only those about ``target`` (a list's name) when given."""
         query = select(audit).order_by(audit.c.id.desc()).limit(limit)
         if target is not None:
-            query = query.where(audit.c.target == fields.list_name(target, "list"))
+            if not isinstance(target, str) or not fields.is_list_name(target):
+                fields.list_name(target, "list")  # raises, saying what a name is
+            query = query.where(audit.c.target == target)
         with self._database.engine.connect() as conn:
             return [
                 {**dict(r), "at": r["at"].isoformat() if r["at"] else None}

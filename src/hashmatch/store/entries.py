@@ -9,7 +9,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Text, and_, cast, func, select
 
 from hashmatch import fields, signals
-from hashmatch.errors import ImportRejected, InvalidField
+from hashmatch.errors import ImportRejected, InvalidField, ReadOnlyMirror
 from hashmatch.hashsets.read import HashRow, RowError
 from hashmatch.signals import Hash
 from hashmatch.store.audit import AuditLog
@@ -54,6 +54,10 @@ class Entries(EntryRepository):
         the list are skipped and reported: a withdrawal sticks until revived explicitly.
         """
         info = self._lists.get(list_name)
+        if info.is_mirror:
+            raise ReadOnlyMirror(
+                f"list {list_name!r} is a mirror: its entries come from its origin"
+            )
         report = ImportReport(list_name)
         valid = 0
         with self._database.write_transaction() as conn:
@@ -173,9 +177,9 @@ class Entries(EntryRepository):
 
     def live_rows(
         self, *, upto_cursor: int | None = None
-    ) -> Iterator[tuple[int, int, str, bytes, str | None, str]]:
+    ) -> Iterator[tuple[int, int, str, bytes, str | None, str, int | None]]:
         """Every live entry as plain columns (id, list id, algorithm, hash, reference, labels
-        as JSON text): the matcher's bulk load, without an object per row."""
+        as JSON text, origin id): the matcher's bulk load, without an object per row."""
         query = (
             select(
                 entries.c.id,
@@ -184,6 +188,7 @@ class Entries(EntryRepository):
                 entries.c.hash,
                 entries.c.reference,
                 cast(entries.c.labels, Text),
+                entries.c.origin_id,
             )
             .where(entries.c.withdrawn_at.is_(None))
             .order_by(entries.c.id)
@@ -192,7 +197,20 @@ class Entries(EntryRepository):
             query = query.where(entries.c.added_change <= upto_cursor)
         with self._database.engine.connect() as conn:
             for row in conn.execution_options(yield_per=50_000).execute(query):
-                yield int(row[0]), int(row[1]), row[2], bytes(row[3]), row[4], row[5]
+                origin_id = None if row[6] is None else int(row[6])
+                yield int(row[0]), int(row[1]), row[2], bytes(row[3]), row[4], row[5], origin_id
+
+    def mirrored(self, list_id: int) -> list[tuple[int, str, bytes]]:
+        """A mirror's live entries as (origin id, algorithm, hash): what ``verify`` digests."""
+        with self._database.engine.connect() as conn:
+            rows = conn.execute(
+                select(entries.c.origin_id, entries.c.algorithm, entries.c.hash).where(
+                    entries.c.list_id == list_id,
+                    entries.c.withdrawn_at.is_(None),
+                    entries.c.origin_id.is_not(None),
+                )
+            )
+            return [(int(i), str(a), bytes(h)) for i, a, h in rows]
 
     def added_by(self, cursor: int) -> list[EntryRow]:
         with self._database.engine.connect() as conn:
@@ -216,6 +234,7 @@ def entry_row(r: Any) -> EntryRow:
         labels=tuple(r["labels"] or ()),
         added_at=r["added_at"],
         withdrawn_at=r["withdrawn_at"],
+        origin_id=r.get("origin_id"),
     )
 
 

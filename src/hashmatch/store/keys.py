@@ -33,6 +33,9 @@ class Role(StrEnum):
     MATCH = "match"
     CONTRIBUTE = "contribute"
     ADMIN = "admin"
+    #: A partner instance's: reads the peer feed of the lists its organisation accepted, and
+    #: nothing else (``admin`` does not include it: the feed carries hash values).
+    EXCHANGE = "exchange"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class KeyInfo:
     reinstated_at: dt.datetime | None = None
 
     def allows(self, role: Role) -> bool:
+        if role is Role.EXCHANGE:
+            return role in self.roles
         return role in self.roles or Role.ADMIN in self.roles
 
     @property

@@ -14,7 +14,8 @@ from typing import Any, Final
 from sqlalchemy import Connection, delete, insert, select, update
 
 from hashmatch import fields
-from hashmatch.errors import Conflict, InvalidField, NotFound
+from hashmatch.errors import Conflict, InvalidField, NotFound, ReadOnlyMirror
+from hashmatch.exchange import tlp as tlp_labels
 from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
 from hashmatch.store.audit import AuditLog
 from hashmatch.store.changes import ChangeLog
@@ -69,6 +70,7 @@ class Lists:
         description: str = "",
         thresholds: dict[str, int] | None = None,
         shared_with: Sequence[str] = (),
+        tlp: str | None = None,
     ) -> ListInfo:
         name = fields.list_name(name)
         owner = fields.organisation(owner, "owner")
@@ -82,6 +84,7 @@ class Lists:
                 jurisdiction, "jurisdiction", fields.MAX_JURISDICTION_CHARS
             ).strip(),
             "thresholds": {**self.bounds.defaults(), **self.bounds.check(thresholds or {})},
+            "tlp": (tlp_labels.DEFAULT_TLP if tlp is None else tlp_labels.parse(tlp)).value,
         }
         offers = _offers(shared_with, owner)
         now = utcnow()
@@ -109,11 +112,15 @@ class Lists:
         if unknown:
             raise InvalidField(sorted(unknown)[0], "cannot be changed")
         current = self.get(name)
+        if current.is_mirror:
+            return self._update_mirror(current, actor, changes)
         values: dict[str, Any] = {}
         for key, value in changes.items():
             if value is None or key == "shared_with":
                 continue
-            if key == "enabled":
+            if key == "tlp":
+                values[key] = tlp_labels.parse(value).value
+            elif key == "enabled":
                 if not isinstance(value, bool):
                     raise InvalidField("enabled", "must be true or false")
                 values[key] = value
@@ -128,6 +135,61 @@ class Lists:
         offers = None
         if changes.get("shared_with") is not None:
             offers = _offers(changes["shared_with"], current.owner)
+        return self._apply_update(current, actor, values, offers)
+
+    def _update_mirror(self, current: ListInfo, actor: str, changes: dict[str, Any]) -> ListInfo:
+        """A mirror changes from its origin; locally it may be disabled, its thresholds
+        tightened below the origin's, its label made stricter, and (if its label allows) it
+        may be offered to local organisations."""
+        origin = dict(current.origin or {})
+        values: dict[str, Any] = {}
+        offers = None
+        for key, value in changes.items():
+            if value is None:
+                continue
+            if key == "enabled":
+                if not isinstance(value, bool):
+                    raise InvalidField("enabled", "must be true or false")
+                origin["local_enabled"] = value
+                values[key] = value and bool(origin.get("enabled", True))
+                values["origin"] = origin
+            elif key == "thresholds":
+                local = {**origin.get("local_thresholds", {}), **self.bounds.check(value)}
+                origin["local_thresholds"] = local
+                values["thresholds"] = mirror_thresholds(origin, local)
+                values["origin"] = origin
+            elif key == "tlp":
+                label = tlp_labels.parse(value)
+                if label.strictness < tlp_labels.parse(origin.get("tlp", "RED")).strictness:
+                    raise ReadOnlyMirror(
+                        f"list {current.name!r} is a mirror labelled {origin.get('tlp')}: its "
+                        "label can only be made stricter"
+                    )
+                origin["local_tlp"] = label.value
+                values["tlp"] = label.value
+                values["origin"] = origin
+            elif key == "shared_with":
+                offers = _offers(value, current.owner)
+            else:
+                raise ReadOnlyMirror(
+                    f"list {current.name!r} mirrors {origin.get('peer')!r}: its {key} changes "
+                    "only at its origin"
+                )
+        if offers and not tlp_labels.parse(values.get("tlp", current.tlp)).offerable:
+            raise ReadOnlyMirror(
+                f"list {current.name!r} is labelled {current.tlp}: it is matched only for "
+                f"{current.owner!r} and cannot be offered to anyone"
+            )
+        return self._apply_update(current, actor, values, offers)
+
+    def _apply_update(
+        self,
+        current: ListInfo,
+        actor: str,
+        values: dict[str, Any],
+        offers: tuple[str, ...] | None,
+    ) -> ListInfo:
+        name = current.name
         now = utcnow()
         with self._database.write_transaction() as conn:
             if values:
@@ -149,7 +211,7 @@ class Lists:
                 self._offer(conn, current.id, fresh, actor, now)
             cursor = self._changes.record(conn, "list", current.id, 0)
             old = current.editable()
-            new = {**old, **values}
+            new = {**old, **{k: v for k, v in values.items() if k in old}}
             if offers is not None:
                 new["shared_with"] = sorted(offers)
             changed = sorted(k for k in new if new[k] != old[k])
@@ -198,6 +260,7 @@ class Lists:
         new = {"accepted": accept, "trusted": trust}
         with self._database.write_transaction() as conn:
             org_id = self.organisation_id(organisation, conn)
+            cursor = self._changes.record(conn, "list", info.id, 0)
             conn.execute(
                 update(list_shares)
                 .where(list_shares.c.list_id == info.id, list_shares.c.organisation_id == org_id)
@@ -205,9 +268,10 @@ class Lists:
                     accepted_at=utcnow() if accept else None,
                     accepted_by=actor if accept else None,
                     trusted=trust,
+                    # A peer feed sends the list whole from the acceptance on.
+                    accepted_change=cursor if accept else None,
                 )
             )
-            cursor = self._changes.record(conn, "list", info.id, 0)
             action = "share.accept" if accept else "share.leave"
             self._audit.record(
                 conn,
@@ -263,6 +327,8 @@ class Lists:
                     description=r["description"],
                     enabled=bool(r["enabled"]),
                     thresholds=dict(r["thresholds"]),
+                    tlp=r["tlp"],
+                    origin=dict(r["origin"]) if r["origin"] is not None else None,
                     shared_with=tuple(org for org, _, _ in offered),
                     accepted_by=tuple(org for org, accepted, _ in offered if accepted),
                     trusted_by=tuple(org for org, accepted, t in offered if accepted and t),
@@ -271,6 +337,14 @@ class Lists:
                 )
             )
         return infos
+
+
+def mirror_thresholds(origin: dict[str, Any], local: dict[str, int]) -> dict[str, int]:
+    """A mirror's thresholds: the origin's, tightened where the local operator set lower."""
+    thresholds = dict(origin.get("thresholds", {}))
+    for name, value in local.items():
+        thresholds[name] = min(value, thresholds.get(name, value))
+    return thresholds
 
 
 def _description(value: object) -> str:

@@ -35,6 +35,16 @@ class ListOut(BaseModel):
     trusted_by: tuple[str, ...] = Field(
         description="those that let it (an allow-list) suppress their block lists"
     )
+    tlp: str = Field(
+        default="AMBER",
+        description="FIRST TLP 2.0 label: RED and AMBER+STRICT stay with the receiving "
+        "organisation, AMBER may reach its platforms, GREEN and CLEAR may be re-shared",
+    )
+    origin: dict[str, Any] | None = Field(
+        default=None,
+        description="for a mirror of a peer instance's list: where it comes from (peer, "
+        "instance, list, owner, category, jurisdiction); null for a local list",
+    )
 
 
 class ShareOut(BaseModel):
@@ -69,6 +79,7 @@ EDITABLE_FIELDS: Final = (
     "category",
     "thresholds",
     "shared_with",
+    "tlp",
 )
 #: The fields that say who else has the list: an organisation sees only its own part of them.
 SHARING_FIELDS: Final = ("shared_with", "accepted_by", "trusted_by")
@@ -80,6 +91,10 @@ class ListInfo(ListOut):
     id: int
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+
+    @property
+    def is_mirror(self) -> bool:
+        return self.origin is not None
 
     def report(self, organisation: str | None = None) -> ListOut:
         """The list as ``organisation`` may see it: its sharing in full for the owner (and
@@ -163,6 +178,7 @@ class EntryRow:
     labels: tuple[str, ...]
     added_at: dt.datetime
     withdrawn_at: dt.datetime | None = None
+    origin_id: int | None = None
 
     def report(self) -> EntryOut:
         return EntryOut(

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -62,6 +63,11 @@ lists = Table(
     Column("thresholds", JSON, nullable=False),  # {"pdq": 31, "phash": 6}
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # FIRST TLP 2.0 label: how far the list may travel (see hashmatch.exchange.tlp).
+    Column("tlp", String(16), nullable=False, server_default="AMBER"),
+    # A mirror of a peer's list: where it comes from (peer, instance, list, owner, category,
+    # jurisdiction, the origin's thresholds and the local tightening). Null for local lists.
+    Column("origin", JSON, nullable=True),
 )
 
 # A share is an offer to one organisation; it reaches that organisation's matches only once
@@ -77,6 +83,8 @@ list_shares = Table(
     Column("accepted_at", DateTime(timezone=True), nullable=True),
     Column("accepted_by", String(128), nullable=True),
     Column("trusted", Boolean, nullable=False, server_default=false()),
+    # The change that recorded the acceptance: a peer feed sends the list whole from there.
+    Column("accepted_change", BigInteger, nullable=True),
 )
 
 changes = Table(
@@ -105,7 +113,12 @@ entries = Table(
     Column("withdrawn_by", String(128), nullable=True),
     Column("withdrawal_reason", Text, nullable=True),
     Column("withdrawn_change", ForeignKey("changes.cursor"), nullable=True),
+    # Why, as a class a peer may learn (the reason's free text stays with the owner).
+    Column("withdrawal_class", String(32), nullable=True),
+    # A mirrored entry: its id on the origin instance (what makes applying a page idempotent).
+    Column("origin_id", BigInteger, nullable=True),
     Index("ix_entries_added_change", "added_change"),
+    Index("uq_entries_list_origin_id", "list_id", "origin_id", unique=True),
     Index("ix_entries_withdrawn_change", "withdrawn_change"),
     Index("ix_entries_list_reference", "list_id", "reference"),
     Index("ix_entries_list_algorithm_hash", "list_id", "algorithm", "hash"),
@@ -150,4 +163,141 @@ api_keys = Table(
     Column("suspended_at", DateTime(timezone=True), nullable=True),
     Column("suspended_reason", Text, nullable=True),
     Column("reinstated_at", DateTime(timezone=True), nullable=True),
+)
+
+# A peer instance this one subscribes to: its feed's address, the key it gave us (never shown,
+# never logged), the local organisation its mirrors belong to, and how far we have read.
+peers = Table(
+    "peers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("url", String(512), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("lists", JSON, nullable=True),  # origin list names to mirror; null: every one
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("cursor", String(64), nullable=False, server_default=""),
+    Column("remote_instance", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_success_at", DateTime(timezone=True), nullable=True),
+    Column("last_change_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("verified_at", DateTime(timezone=True), nullable=True),
+    Column("verify_report", JSON, nullable=True),
+    # Outcomes on its mirrors were sent back up to this moment (totals from its day on).
+    Column("outcomes_sent_at", DateTime(timezone=True), nullable=True),
+)
+
+# Who runs a singleton job (the exchange fetcher) across workers and replicas: a row per job,
+# held until ``expires_at`` and renewed by its holder.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Values of this instance that every worker and replica shares: its name on the exchange.
+instance = Table(
+    "instance",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# What platforms did about their matches, one row per match id (the latest report wins; the
+# audit log keeps the values it replaced). No foreign key to entries or lists: the match id
+# proves they existed, and these rows must never block a change to either.
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("match_id", String(64), nullable=False, unique=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("list_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("matched_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(16), nullable=False),  # removed | actioned | false_positive | ...
+    Column("acted_at", DateTime(timezone=True), nullable=False),
+    # A false positive's query hash, for the list's owner to review.
+    Column("algorithm", String(16), nullable=True),
+    Column("hash", LargeBinary(64), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("reported_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The owner's answer to a false positive: withdrawn | allowed.
+    Column("resolution", String(16), nullable=True),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("resolved_by", String(128), nullable=True),
+    Column("resolution_reason", Text, nullable=True),
+    Index("ix_outcomes_list_id_outcome", "list_id", "outcome"),
+    Index("ix_outcomes_entry_id", "entry_id"),
+)
+
+# Matches per entry and UTC day, added to by every worker's periodic flush (additive upserts).
+match_counts = Table(
+    "match_counts",
+    metadata,
+    Column("list_id", BigInteger, primary_key=True),
+    Column("entry_id", BigInteger, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("matches", BigInteger, nullable=False),
+)
+
+# A platform's endpoint for withdrawal notices, and the secret their bodies are signed with.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column(
+        "organisation_id", ForeignKey("organisations.id"), primary_key=True, autoincrement=False
+    ),
+    Column("url", String(2048), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+# One notice per (platform, withdrawn entry), queued with the withdrawal, sent until a 2xx.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("list_id", BigInteger, nullable=False),
+    Column("entry_id", BigInteger, nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# What a partner instance's platforms did with the entries of a list it mirrors, sent back over
+# the exchange: totals per entry and day of match, replaced whole by every report (idempotent).
+remote_outcomes = Table(
+    "remote_outcomes",
+    metadata,
+    Column(
+        "organisation_id", ForeignKey("organisations.id"), primary_key=True, autoincrement=False
+    ),
+    Column("entry_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("day", Date, primary_key=True),
+    Column("list_id", BigInteger, nullable=False),
+    Column("matches", BigInteger, nullable=False),
+    Column("outcomes", JSON, nullable=False),  # {"removed": 3, ...}
+    Column("removal_seconds", JSON, nullable=False),  # at most 100 samples
+    Column("platforms", JSON, nullable=True),  # only if the partner's operator allows
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_remote_outcomes_list_id", "list_id"),
 )

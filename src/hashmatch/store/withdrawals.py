@@ -16,11 +16,12 @@ from typing import Any, Final, NotRequired, TypedDict, Unpack
 from sqlalchemy import ColumnElement, Connection, func, select, update
 
 from hashmatch import fields
-from hashmatch.errors import InvalidField, NothingMatched
+from hashmatch.errors import InvalidField, NothingMatched, ReadOnlyMirror
 from hashmatch.signals import Hash
 from hashmatch.store.bulk import Added, EntryTuple, insert_entries
 from hashmatch.store.database import utcnow
 from hashmatch.store.entries import LOOKUP_CHUNK, EntryRepository
+from hashmatch.store.records import ListInfo
 from hashmatch.store.schema import entries
 
 #: How many unmatched names a report lists (the count is always exact).
@@ -34,6 +35,8 @@ class EntryRequest(TypedDict):
     reason: str
     references: NotRequired[Sequence[object]]
     hashes: NotRequired[Sequence[Hash]]
+    #: Why, as a class peers may learn (``fields.WITHDRAWAL_CLASSES``); the reason stays here.
+    reason_class: NotRequired[str]
 
 
 @dataclass
@@ -93,6 +96,10 @@ _REVIVE: Final = _Action("revived", "add", "entries.revive", done_when_live=True
 
 
 class Withdrawals(EntryRepository):
+    #: Called inside each withdrawal's transaction with the list and the change's cursor
+    #: (the store queues webhook notices so: they exist if and only if the withdrawal does).
+    on_withdrawn: Callable[[Connection, ListInfo, int], object] | None = None
+
     def withdraw(self, list_name: str, **request: Unpack[EntryRequest]) -> EntryReport:
         """Withdraw the live entries with these references or hashes, in one transaction.
 
@@ -107,12 +114,17 @@ class Withdrawals(EntryRepository):
         self,
         list_name: str,
         action: _Action,
-        apply: Callable[[Connection, _Names, int, str, str], int],
+        apply: Callable[[Connection, _Names, int, str, str, str], int],
         request: EntryRequest,
     ) -> EntryReport:
         actor, reason = request["actor"], fields.reason(request["reason"])
+        reason_class = fields.withdrawal_class(request.get("reason_class", "other"))
         references, hashes = _checked(request.get("references", ()), request.get("hashes", ()))
         info = self._lists.get(list_name)
+        if info.is_mirror:
+            raise ReadOnlyMirror(
+                f"list {list_name!r} is a mirror: withdraw at its origin, or disable the mirror"
+            )
         report = EntryReport(list_name, action.name)
         with self._database.write_transaction() as conn:
             names = _state(conn, info.id, references, hashes)
@@ -120,20 +132,23 @@ class Withdrawals(EntryRepository):
             if not names.found():
                 raise NothingMatched(_nothing(list_name, report))
             cursor = self._changes.record(conn, action.change, info.id)
-            report.count = apply(conn, names, cursor, actor, reason)
+            report.count = apply(conn, names, cursor, actor, reason, reason_class)
             report.cursor = cursor
+            if action is _WITHDRAW and self.on_withdrawn is not None:
+                self.on_withdrawn(conn, info, cursor)
             self._changes.set_count(conn, cursor, report.count)
             self._audit.record(conn, actor, action.audited, list_name, _counts(report), reason)
         return report
 
     @staticmethod
     def _withdraw_live(
-        conn: Connection, names: _Names, cursor: int, actor: str, reason: str
+        conn: Connection, names: _Names, cursor: int, actor: str, reason: str, reason_class: str
     ) -> int:
         values = {
             "withdrawn_at": utcnow(),
             "withdrawn_by": actor,
             "withdrawal_reason": reason,
+            "withdrawal_class": reason_class,
             "withdrawn_change": cursor,
         }
         live = entries.c.withdrawn_at.is_(None)
@@ -143,7 +158,9 @@ class Withdrawals(EntryRepository):
         )
 
     @staticmethod
-    def _revive_dead(conn: Connection, names: _Names, cursor: int, actor: str, _: str) -> int:
+    def _revive_dead(
+        conn: Connection, names: _Names, cursor: int, actor: str, _reason: str, _class: str
+    ) -> int:
         rows = _tombstones(conn, names)
         insert_entries(conn, rows, Added(names.list_id, cursor, utcnow(), actor))
         added = conn.execute(
