@@ -116,5 +116,8 @@ def test_peers_are_an_organisations_own_and_their_keys_never_come_back(service: 
     assert service.client.get("/v1/exchange/peers/ncc", headers=other).status_code == 404
     paused = service.client.post("/v1/exchange/peers/ncc/pause", headers=admin).json()
     assert paused["paused"] is True
+    scraped = service.client.get("/metrics").text
+    assert 'hashmatch_exchange_paused{peer="ncc"} 1.0' in scraped
+    assert 'hashmatch_exchange_failures{peer="ncc"} 0.0' in scraped
     audit = service.store.audit.log(target="ncc")
     assert audit and secret not in json.dumps(audit, default=str)

@@ -49,6 +49,7 @@ def create_app(
         metrics=metrics,
     )
     metrics.watch(lambda: services.follower if services.ready else None)
+    metrics.watch_exchange(lambda: services.store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -18,10 +19,12 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashmatch.api.asgi import HttpMiddleware, RouteTable
+from hashmatch.errors import HashmatchError
 from hashmatch.signals import all_signals
 
 if TYPE_CHECKING:
     from hashmatch.matching.follower import Follower
+    from hashmatch.store import Store
 
 
 class ReplicaCollector(Collector):
@@ -46,6 +49,42 @@ class ReplicaCollector(Collector):
         )
 
 
+class ExchangeCollector(Collector):
+    """Each peer's state, read from the database at scrape time: the same from every worker
+    and replica (only one of them fetches)."""
+
+    def __init__(self, store: Callable[[], Store | None]) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self._store()
+        if store is None:
+            return
+        try:
+            peers = store.peers.all()
+        except HashmatchError:
+            return  # the database is away: /readyz says so; the scrape still answers
+        failures = GaugeMetricFamily(
+            "hashmatch_exchange_failures", "failed fetches in a row, per peer", labels=["peer"]
+        )
+        success = GaugeMetricFamily(
+            "hashmatch_exchange_last_success_timestamp_seconds",
+            "when a page of the peer's feed was last applied",
+            labels=["peer"],
+        )
+        paused = GaugeMetricFamily("hashmatch_exchange_paused", "1 if paused", labels=["peer"])
+        for peer in peers:
+            failures.add_metric([peer.name], peer.failures)
+            paused.add_metric([peer.name], int(peer.paused))
+            if peer.last_success_at is not None:
+                stamp = peer.last_success_at
+                stamp = stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
+                success.add_metric([peer.name], stamp.timestamp())
+        yield failures
+        yield success
+        yield paused
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -65,6 +104,9 @@ class Metrics:
 
     def watch(self, follower: Callable[[], Follower | None]) -> None:
         self.registry.register(ReplicaCollector(follower))
+
+    def watch_exchange(self, store: Callable[[], Store | None]) -> None:
+        self.registry.register(ExchangeCollector(store))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -14,6 +14,7 @@ its name and line, until it is fixed: never half a file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -25,7 +26,15 @@ from typing import Any, Final
 from hashmatch import fields
 from hashmatch.errors import InvalidField, PeerError, PeerRefused
 from hashmatch.exchange import tlp as tlp_labels
-from hashmatch.exchange.wire import AddedEntry, Event, FeedCursor, ListMeta, Page, entry_digest
+from hashmatch.exchange.wire import (
+    AddedEntry,
+    Event,
+    FeedCursor,
+    ListMeta,
+    Page,
+    entry_digest,
+    list_meta,
+)
 from hashmatch.hashsets.read import RowError, read_hash_set
 from hashmatch.matching.policy import ThresholdBounds
 
@@ -82,32 +91,20 @@ class FolderSource:
         except InvalidField as exc:
             raise PeerRefused(f"{path.name}: {exc.message}") from None
         described = _description(path.with_suffix(".json"))
-        try:
-            meta = ListMeta(
-                name=name,
-                owner=fields.organisation(self.name, "peer"),
-                kind=_kind(described.get("kind", "block")),
-                category=fields.category(described.get("category", "other")),
-                source=fields.text(described.get("source", ""), "source", fields.MAX_SOURCE_CHARS),
-                jurisdiction=fields.text(
-                    described.get("jurisdiction", ""), "jurisdiction", fields.MAX_JURISDICTION_CHARS
-                ),
-                description=fields.text(
-                    described.get("description", ""),
-                    "description",
-                    fields.MAX_DESCRIPTION_CHARS,
-                    multiline=True,
-                ),
-                enabled=True,
-                thresholds={
-                    **self._bounds.defaults(),
-                    **self._bounds.check(described.get("thresholds", {})),
-                },
-                tlp=tlp_labels.parse(described.get("tlp", tlp_labels.DEFAULT_TLP.value)),
-                origin_instance=fields.organisation(self.name, "peer"),
-            )
-        except InvalidField as exc:
-            raise PeerRefused(f"{path.with_suffix('.json').name}: {exc.message}") from None
+        keys = ("kind", "category", "source", "jurisdiction", "description", "tlp")
+        raw = {
+            "kind": "block",
+            "category": "other",
+            "tlp": tlp_labels.DEFAULT_TLP.value,
+            **{k: described[k] for k in keys if k in described},
+            "name": name,
+            "owner": self.name,
+            "origin_instance": self.name,
+            "enabled": True,
+            "thresholds": described.get("thresholds", {}),
+        }
+        meta = list_meta(raw, path.with_suffix(".json").name, self._bounds)
+        meta = dataclasses.replace(meta, thresholds={**self._bounds.defaults(), **meta.thresholds})
         at = dt.datetime.fromtimestamp(int(path.stat().st_mtime), dt.UTC)
         entries: dict[int, AddedEntry] = {}
         with path.open("rb") as stream:
@@ -175,9 +172,3 @@ def _description(path: Path) -> dict[str, Any]:
     if not isinstance(described, dict):
         raise PeerRefused(f"{path.name}: not a JSON object")
     return described
-
-
-def _kind(value: object) -> str:
-    if value not in ("block", "allow"):
-        raise InvalidField("kind", "must be block or allow")
-    return str(value)

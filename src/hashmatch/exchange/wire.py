@@ -135,7 +135,9 @@ def _int(value: object, where: str, low: int = 0) -> int:
     return value
 
 
-def _meta(raw: object, where: str, bounds: ThresholdBounds) -> ListMeta:
+def list_meta(raw: object, where: str, bounds: ThresholdBounds) -> ListMeta:
+    """A list's description as a source gives it, checked field by field (refused whole,
+    saying ``where``)."""
     if not isinstance(raw, Mapping):
         raise _refuse(where, "list metadata must be an object")
     try:
@@ -234,7 +236,7 @@ def _event(raw: object, where: str, bounds: ThresholdBounds, own_instance: str) 
         raise _refuse(where, exc.message) from None
     event = Event(str(raw["type"]), name)
     if event.kind == "list":
-        meta = _meta(raw.get("meta"), f"{where}.meta", bounds)
+        meta = list_meta(raw.get("meta"), f"{where}.meta", bounds)
         if meta.name != name:
             raise _refuse(where, "meta.name differs from the event's list")
         if meta.origin_instance == own_instance:
