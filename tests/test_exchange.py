@@ -190,6 +190,8 @@ BAD_PAGES = {
     "echo of our own list": lambda p: p["events"][0]["meta"].update(origin_instance="kcsc"),
     "unknown TLP label": lambda p: p["events"][0]["meta"].update(tlp="PURPLE"),
     "negative entry id": lambda p: p["events"][1]["entries"][0].__setitem__(0, -5),
+    "time beyond any calendar": lambda p: p["events"][1]["entries"][0].__setitem__(4, 2**62),
+    "labels not a list": lambda p: p["events"][1]["entries"][0].__setitem__(3, "x"),
 }
 
 

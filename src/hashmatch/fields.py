@@ -106,6 +106,12 @@ def category(value: object, field: str = "category") -> str:
 def text(value: object, field: str, max_chars: int, *, multiline: bool = False) -> str:
     """Free text: at most ``max_chars`` characters, no NUL or other control characters (tabs
     and newlines only where ``multiline``), valid Unicode (no lone surrogates)."""
+    if isinstance(value, str) and value.isascii() and value.isprintable():
+        # Printable ASCII has no control character and no surrogate: the common case, checked
+        # in C (imports and mirrors check millions of references).
+        if len(value) > max_chars:
+            raise InvalidField(field, f"at most {max_chars} characters, got {len(value)}")
+        return value
     result = _string(value, field)
     if len(result) > max_chars:
         raise InvalidField(field, f"at most {max_chars} characters, got {len(result)}")

@@ -79,7 +79,8 @@ async def feed(
     body = orjson.dumps(page)
     headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
     if "gzip" in request.headers.get("accept-encoding", "") and len(body) >= MIN_GZIP_BYTES:
-        body = await run_in_threadpool(gzip.compress, body, 6)
+        # Level 1: most of the gain (hex hashes halve) for a fifth of level 6's time.
+        body = await run_in_threadpool(gzip.compress, body, 1)
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type="application/json", headers=headers)
 

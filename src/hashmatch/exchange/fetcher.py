@@ -20,7 +20,9 @@ import random
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,7 +32,7 @@ from hashmatch.config import Settings
 from hashmatch.errors import HashmatchError, PeerError
 from hashmatch.exchange.folder import FolderSource
 from hashmatch.exchange.source import PeerFeed, Source
-from hashmatch.exchange.wire import DEFAULT_PAGE_ENTRIES, entry_digest
+from hashmatch.exchange.wire import DEFAULT_PAGE_ENTRIES, Page, entry_digest
 from hashmatch.matching.policy import ThresholdBounds
 from hashmatch.store import Store
 from hashmatch.store.database import utcnow
@@ -38,6 +40,8 @@ from hashmatch.store.peers import PeerInfo
 
 log = logging.getLogger(__name__)
 LEASE: Final = "exchange-fetcher"
+#: How often the lease holder looks for peers added or resumed.
+SUPERVISE_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,36 @@ class FetcherSettings:
     max_backoff: float = 300.0
     outcomes_every: float = 60.0
     share_platforms: bool = False
+
+
+class _Prefetch:
+    """The next page of one peer, fetched in the background."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[str, Future[Page]] | None = None
+
+    def start(self, source: Source, cursor: str, limit: int) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="exchange-prefetch")
+        self._pending = (cursor, self._pool.submit(source.fetch, cursor, limit, 0.0))
+
+    def take(self, cursor: str) -> Page | None:
+        """The prefetched page if it was asked from ``cursor`` (its failure raised here);
+        None if there is none, or it answers another cursor (then it is dropped)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        asked, future = pending
+        if asked != cursor:
+            future.cancel()
+            return None
+        return future.result()
+
+    def close(self) -> None:
+        self._pending = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def backoff(failures: int, limit: float, rng: random.Random) -> float:
@@ -107,23 +141,25 @@ class Fetcher:
         return self._holding.is_set()
 
     def run(self) -> None:
-        """Hold the lease and keep a thread on each unpaused peer, until stopped."""
+        """Hold the lease and keep a thread on each unpaused peer, until stopped. The lease is
+        renewed every third of its time; a new or resumed peer is picked up within a second."""
         renew = self._settings.lease_seconds / 3
+        renew_at = 0.0
         while not self._stop.is_set():
-            try:
-                held = self._store.leases.take(LEASE, self.holder, self._settings.lease_seconds)
-            except HashmatchError as exc:
-                log.warning("exchange: cannot take the fetcher lease: %s", exc)
-                held = False
-            if held:
-                self._holding.set()
+            if time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + renew
+                try:
+                    held = self._store.leases.take(LEASE, self.holder, self._settings.lease_seconds)
+                except HashmatchError as exc:
+                    log.warning("exchange: cannot take the fetcher lease: %s", exc)
+                    held = False
+                (self._holding.set if held else self._holding.clear)()
+            if self._holding.is_set():
                 try:
                     self._supervise()
                 except HashmatchError as exc:
                     log.warning("exchange: cannot read the peers: %s", exc)
-            else:
-                self._holding.clear()
-            self._stop.wait(renew)
+            self._stop.wait(min(renew, SUPERVISE_SECONDS))
         self._holding.clear()
 
     def _supervise(self) -> None:
@@ -141,14 +177,15 @@ class Fetcher:
 
     def _follow(self, name: str) -> None:
         source: Source | None = None
+        ahead = _Prefetch()
         more = True
         while not self._stop.is_set() and self._holding.is_set():
             try:
                 peer = self._store.peers.get(name)
             except HashmatchError:
-                return  # removed (or the database is away: the supervisor restarts us)
+                break  # removed (or the database is away: the supervisor restarts us)
             if peer.paused:
-                return
+                break
             delay = _seconds_until(peer.next_attempt_at)
             if delay > 0:
                 self._stop.wait(min(delay, 1.0))
@@ -156,7 +193,8 @@ class Fetcher:
             if source is None:
                 source = self._source_for(peer, self._store.peers.secret(name))
             try:
-                more = self.step(peer, source, wait=0.0 if more else self._settings.wait)
+                wait = 0.0 if more else self._settings.wait
+                more = self.step(peer, source, wait=wait, ahead=ahead)
                 if not more:
                     self._maybe_send_outcomes(peer, source)
                     self._maybe_verify(peer, source)
@@ -167,13 +205,28 @@ class Fetcher:
                 log.exception("exchange %s: unexpected failure", peer.name)
                 more = True
                 self._failed(peer, PeerError(f"internal error ({type(exc).__name__})"))
+        ahead.close()
         close = getattr(source, "close", None)
         if close is not None:
             close()
 
-    def step(self, peer: PeerInfo, source: Source, *, wait: float = 0.0) -> bool:
-        """Fetch and apply one page; whether the peer has more at once."""
-        page = source.fetch(peer.cursor, self._settings.page_entries, wait)
+    def step(
+        self,
+        peer: PeerInfo,
+        source: Source,
+        *,
+        wait: float = 0.0,
+        ahead: _Prefetch | None = None,
+    ) -> bool:
+        """Fetch and apply one page; whether the peer has more at once. With ``ahead``, the
+        next page is fetched while this one is applied (the peer's work and ours overlap); it
+        is used only if it answers the cursor this page leaves, as every page must."""
+        limit = self._settings.page_entries
+        page = ahead.take(peer.cursor) if ahead is not None else None
+        if page is None:
+            page = source.fetch(peer.cursor, limit, wait)
+        if ahead is not None and page.more:
+            ahead.start(source, str(page.cursor), limit)
         report = self._store.mirrors.apply(peer, page)
         if report.applied and (report.added or report.withdrawn):
             log.info(

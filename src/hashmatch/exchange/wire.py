@@ -25,6 +25,7 @@ rule is refused whole (:class:`~hashmatch.errors.PeerRefused`), with a message t
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,14 +37,19 @@ from hashmatch.exchange import tlp as tlp_labels
 from hashmatch.matching.policy import ThresholdBounds
 from hashmatch.signals import Hash
 
-#: Entries a page may carry (a subscriber asks for fewer; a peer sending more is refused).
-MAX_PAGE_ENTRIES: Final = 10_000
-DEFAULT_PAGE_ENTRIES: Final = 5_000
+#: Entries a page may carry (a peer sending more than asked is refused). A subscriber asks for
+#: 20,000: a page is one transaction, and on a million-entry mirror each commit writes the
+#: index pages it touched, so fewer, larger pages sync several times faster (about 2 MB of
+#: gzip on the wire each).
+MAX_PAGE_ENTRIES: Final = 50_000
+DEFAULT_PAGE_ENTRIES: Final = 20_000
 #: A page's compressed and decompressed size caps, on the subscriber's side.
 MAX_PAGE_BYTES: Final = 64 * 1024 * 1024
 MAX_LISTS: Final = 10_000
 #: The longest a feed request may wait for a change (long-polling).
 MAX_WAIT_SECONDS: Final = 30.0
+#: 9999-12-31T23:59:59Z: the last second a datetime can hold.
+MAX_EPOCH_SECONDS: Final = 253_402_300_799
 EVENT_TYPES: Final = ("list", "add", "withdraw", "snapshot_end")
 
 
@@ -176,17 +182,26 @@ def _added(raw: object, algorithm: signals.SignalType, where: str) -> AddedEntry
     try:
         if not isinstance(text, str):
             raise HashFormatError("hash must be a string")
-        value = Hash.from_hex(algorithm, text)
+        value = Hash(algorithm, algorithm.parse(text))
         checked_reference = fields.reference(reference)
         if not isinstance(labels, list):
             raise InvalidField("labels", "must be a list")
-        checked_labels = fields.labels(labels)
+        checked_labels = fields.labels(labels) if labels else ()
     except (HashFormatError, InvalidField) as exc:
         raise _refuse(where, exc.message) from None
-    at = dt.datetime.fromtimestamp(_int(added_at, f"{where}.added_at"), dt.UTC)
+    seconds = _int(added_at, f"{where}.added_at")
+    if seconds > MAX_EPOCH_SECONDS:
+        raise _refuse(f"{where}.added_at", "after the year 9999")
+    at = _timestamp(seconds)
     return AddedEntry(
         _int(origin_id, f"{where}.id", 1), value, checked_reference, checked_labels, at
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp(seconds: int) -> dt.datetime:
+    # Entries of one import share their time: a page holds few distinct ones.
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
 
 
 def parse_page(raw: object, bounds: ThresholdBounds, *, limit: int, own_instance: str) -> Page:

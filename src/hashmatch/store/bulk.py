@@ -75,3 +75,68 @@ def _postgresql(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> N
             (added.list_id, added.at, added.by, added.cursor),
         )
         cur.execute("TRUNCATE hashmatch_import")
+
+
+#: (algorithm, hash bytes, reference, labels, added at, origin id): a mirrored entry.
+MirroredTuple = tuple[str, bytes, str | None, tuple[str, ...], dt.datetime, int]
+_MIRRORED = _COLUMNS + ", origin_id"
+
+
+def insert_mirrored(
+    conn: Connection, rows: Sequence[MirroredTuple], list_id: int, cursor: int, by: str
+) -> None:
+    """Mirrored entries, each with its own time and origin id; those already here (by origin
+    id, or live by hash) are skipped, as the caller's idempotency needs."""
+    if not rows:
+        return
+    # In hash order: the two hash indexes are then written page after page, not at random.
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))
+    raw: Any = conn.connection.dbapi_connection
+    if conn.dialect.name != "postgresql":
+        stamps: dict[dt.datetime, str] = {}
+        raw.executemany(
+            f"INSERT INTO entries ({_MIRRORED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608 - constants only
+            "ON CONFLICT DO NOTHING",
+            [
+                (
+                    list_id,
+                    algorithm,
+                    value,
+                    reference,
+                    "[]" if not labels else json.dumps(list(labels)),
+                    stamps.get(at) or stamps.setdefault(at, _sqlite_time(at)),
+                    by,
+                    cursor,
+                    origin_id,
+                )
+                for algorithm, value, reference, labels, at, origin_id in rows
+            ],
+        )
+        return
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS hashmatch_mirrored (algorithm text, hash bytea, "
+            "reference text, labels text, added_at timestamptz, origin_id bigint) ON COMMIT DROP"
+        )
+        with cur.copy(
+            "COPY hashmatch_mirrored (algorithm, hash, reference, labels, added_at, origin_id) "
+            "FROM STDIN"
+        ) as copy:
+            for algorithm, value, reference, labels, at, origin_id in rows:
+                copy.write_row(
+                    (algorithm, value, reference, json.dumps(list(labels)), at, origin_id)
+                )
+        cur.execute(
+            f"INSERT INTO entries ({_MIRRORED}) "  # noqa: S608 - constants only
+            "SELECT %s, algorithm, hash, reference, labels::json, added_at, %s, %s, origin_id "
+            "FROM hashmatch_mirrored ON CONFLICT DO NOTHING",
+            (list_id, by, cursor),
+        )
+        cur.execute("TRUNCATE hashmatch_mirrored")
+
+
+def _sqlite_time(at: dt.datetime) -> str:
+    # SQLAlchemy's storage format for DateTime on SQLite (naive UTC), so reads parse it back.
+    if at.tzinfo is not None:
+        at = at.astimezone(dt.UTC).replace(tzinfo=None)
+    return at.strftime("%Y-%m-%d %H:%M:%S.%f")

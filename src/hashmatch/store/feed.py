@@ -17,11 +17,14 @@ instance they come from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select
+from sqlalchemy import ColumnElement, Connection, Text, and_, cast, or_, select
 
 from hashmatch import signals
 from hashmatch.exchange import tlp as tlp_labels
@@ -170,6 +173,27 @@ class Feed:
         return None
 
 
+@functools.lru_cache(maxsize=64)
+def _formatter(algorithm: str) -> Callable[[bytes], str]:
+    return signals.get(algorithm).format
+
+
+@functools.lru_cache(maxsize=4096)
+def _epoch(stored: str) -> int:
+    # SQLite keeps naive UTC text, PostgreSQL renders with its offset: both parse here.
+    moment = dt.datetime.fromisoformat(stored)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+def _labels(stored: str | None) -> list[str]:
+    if not stored or stored == "[]":
+        return []
+    found = json.loads(stored)
+    return [str(label) for label in found] if isinstance(found, list) else []
+
+
 def wire_name(info: ListInfo) -> str:
     """A list's name on the feed: a re-exported mirror's ``peer:list`` becomes ``peer.list``,
     a name the next instance can prefix with its own peer's."""
@@ -213,8 +237,9 @@ class _Writer:
                 entries.c.algorithm,
                 entries.c.hash,
                 entries.c.reference,
-                entries.c.labels,
-                entries.c.added_at,
+                # As stored: parsed here once per distinct value, not once per row.
+                cast(entries.c.labels, Text),
+                cast(entries.c.added_at, Text),
                 entries.c.withdrawal_class,
             )
             .where(condition, entries.c.id > start)
@@ -226,24 +251,24 @@ class _Writer:
         if kind == "withdraw":
             self._event(
                 {"type": "withdraw", "list": wire_name(info)},
-                [[int(r.id), r.withdrawal_class or "other"] for r in rows],
+                [[int(r[0]), r[6] or "other"] for r in rows],
             )
         else:
             by_algorithm: dict[str, list[list[Any]]] = {}
-            for r in rows:
-                by_algorithm.setdefault(r.algorithm, []).append(
+            for entry_id, algorithm, value, reference, labels, added_at, _ in rows:
+                by_algorithm.setdefault(algorithm, []).append(
                     [
-                        int(r.id),
-                        signals.get(r.algorithm).format(bytes(r.hash)),
-                        r.reference,
-                        list(r.labels or ()),
-                        int(r.added_at.timestamp()),
+                        entry_id,
+                        _formatter(algorithm)(bytes(value)),
+                        reference,
+                        _labels(labels),
+                        _epoch(added_at),
                     ]
                 )
             for algorithm, items in by_algorithm.items():
                 self._event({"type": "add", "list": wire_name(info), "algorithm": algorithm}, items)
         if rows:
-            self._page.cursor = FeedCursor(self._change, int(rows[-1].id))
+            self._page.cursor = FeedCursor(self._change, int(rows[-1][0]))
         if complete and snapshot:
             self._page.events.append({"type": "snapshot_end", "list": wire_name(info)})
         return complete

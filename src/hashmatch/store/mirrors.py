@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from hashmatch import fields
 from hashmatch.errors import PeerRefused
 from hashmatch.exchange import tlp as tlp_labels
 from hashmatch.exchange.wire import AddedEntry, Event, FeedCursor, ListMeta, Page
 from hashmatch.store.audit import AuditLog
+from hashmatch.store.bulk import insert_mirrored
 from hashmatch.store.changes import ChangeLog
 from hashmatch.store.database import Database, new_id, utcnow
 from hashmatch.store.entries import LOOKUP_CHUNK
@@ -172,13 +172,16 @@ class Mirrors:
         elif event.kind == "add":
             self._add(conn, mirror, event.added)
         elif event.kind == "withdraw":
-            ids = [origin_id for origin_id, _ in event.withdrawn]
-            classes = dict(event.withdrawn)
-            for origin_id in ids:
-                mirror.withdrawn += self._withdraw(conn, mirror, [origin_id], classes[origin_id])
+            by_class: dict[str, list[int]] = {}
+            for origin_id, reason_class in event.withdrawn:
+                by_class.setdefault(reason_class, []).append(origin_id)
+            for reason_class, ids in by_class.items():
+                mirror.withdrawn += self._withdraw(conn, mirror, ids, reason_class)
         elif event.kind == "snapshot_end":
-            self._sweep(conn, mirror, end=True)
+            if mirror.origin.get("snapshot_sweep", True):
+                self._sweep(conn, mirror, end=True)
             mirror.origin.pop("snapshot_after", None)
+            mirror.origin.pop("snapshot_sweep", None)
 
     def _describe(
         self, conn: Connection, mirror: _Mirror, meta: ListMeta, instance: str, snapshot: bool
@@ -187,6 +190,8 @@ class Mirrors:
         if snapshot:
             origin["snapshot_after"] = 0
             origin["state"] = "live"
+            # A mirror with no entry at all has nothing to revive or sweep: skip that work.
+            origin["snapshot_sweep"] = _has_entries(conn, mirror.id)
         mirror.origin = origin
         values = _columns(meta, origin)
         conn.execute(
@@ -209,23 +214,15 @@ class Mirrors:
             return
         add_change, _ = self._changes_of(conn, mirror)
         rows = [
-            {
-                "list_id": mirror.id,
-                "algorithm": e.hash.algorithm.name,
-                "hash": e.hash.value,
-                "reference": e.reference,
-                "labels": list(e.labels),
-                "added_at": e.added_at,
-                "added_by": ACTOR_PREFIX + str(mirror.origin.get("peer")),
-                "added_change": add_change,
-                "origin_id": e.origin_id,
-            }
+            (e.hash.algorithm.name, e.hash.value, e.reference, e.labels, e.added_at, e.origin_id)
             for e in added
         ]
-        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-        conn.execute(dialect.insert(entries).on_conflict_do_nothing(), rows)
+        by = ACTOR_PREFIX + str(mirror.origin.get("peer"))
+        insert_mirrored(conn, rows, mirror.id, add_change, by)
         ids = [e.origin_id for e in added]
-        if "snapshot_after" in mirror.origin:
+        if "snapshot_after" in mirror.origin and not mirror.origin.get("snapshot_sweep", True):
+            mirror.origin["snapshot_after"] = max(ids)
+        elif "snapshot_after" in mirror.origin:
             mirror.seen.update(ids)
             # The origin says these are live now: a tombstone of one here comes back.
             for start in range(0, len(ids), LOOKUP_CHUNK):
@@ -297,6 +294,7 @@ class Mirrors:
             mirror.withdrawn += self._withdraw(conn, mirror, ids, "other")
         mirror.origin["state"] = "unshared"
         mirror.origin.pop("snapshot_after", None)
+        mirror.origin.pop("snapshot_sweep", None)
         conn.execute(
             update(lists).where(lists.c.id == mirror.id).values(enabled=False, origin=mirror.origin)
         )
@@ -320,6 +318,11 @@ class Mirrors:
         if mirror.added or mirror.withdrawn:
             counts = {"added": mirror.added, "withdrawn": mirror.withdrawn}
             self._audit.record(conn, actor, "mirror.apply", mirror.name, counts)
+
+
+def _has_entries(conn: Connection, list_id: int) -> bool:
+    found = conn.execute(select(entries.c.id).where(entries.c.list_id == list_id).limit(1))
+    return found.first() is not None
 
 
 def _withdrawn(mirror: _Mirror, change: int, reason_class: str) -> dict[str, Any]:

@@ -119,6 +119,8 @@ entries = Table(
     Column("origin_id", BigInteger, nullable=True),
     Index("ix_entries_added_change", "added_change"),
     Index("uq_entries_list_origin_id", "list_id", "origin_id", unique=True),
+    # A list's entries in id order (a peer feed's snapshot pages), without a sort.
+    Index("ix_entries_list_id_id", "list_id", "id"),
     Index("ix_entries_withdrawn_change", "withdrawn_change"),
     Index("ix_entries_list_reference", "list_id", "reference"),
     Index("ix_entries_list_algorithm_hash", "list_id", "algorithm", "hash"),

@@ -31,6 +31,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("withdrawal_class", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("origin_id", sa.BigInteger(), nullable=True))
         batch_op.create_index("uq_entries_list_origin_id", ["list_id", "origin_id"], unique=True)
+        batch_op.create_index("ix_entries_list_id_id", ["list_id", "id"], unique=False)
     with op.batch_alter_table("list_shares", schema=None) as batch_op:
         batch_op.add_column(sa.Column("accepted_change", sa.BigInteger(), nullable=True))
     op.execute(
@@ -87,6 +88,7 @@ def downgrade() -> None:
     with op.batch_alter_table("list_shares", schema=None) as batch_op:
         batch_op.drop_column("accepted_change")
     with op.batch_alter_table("entries", schema=None) as batch_op:
+        batch_op.drop_index("ix_entries_list_id_id")
         batch_op.drop_index("uq_entries_list_origin_id")
         batch_op.drop_column("origin_id")
         batch_op.drop_column("withdrawal_class")
