@@ -263,3 +263,112 @@ def test_two_instances_exchange_a_list_through_faults(tmp_path: Path) -> None:
             shown = cli(subscriber_env, "exchange", "show", "ncc")
             assert exchange_key not in json.dumps(shown)
             assert shown["mirrors"][0]["tlp"] == "GREEN"
+
+
+def test_tlp_labels_and_unsharing_hold_across_two_instances(tmp_path: Path) -> None:
+    labels = {"red": "RED", "strict": "AMBER+STRICT", "amber": "AMBER", "green": "GREEN"}
+    hexes = dict(zip(labels, random_hexes(len(labels), seed=12), strict=True))
+    with database("postgresql", tmp_path) as subscriber_url:
+        origin_env = {
+            "HASHMATCH_DATA_DIR": str(tmp_path / "origin"),
+            "HASHMATCH_DATABASE_URL": "",
+            "HASHMATCH_INSTANCE_NAME": "ncc",
+        }
+        subscriber_env = {
+            "HASHMATCH_DATA_DIR": str(tmp_path / "subscriber"),
+            "HASHMATCH_DATABASE_URL": subscriber_url,
+            "HASHMATCH_INSTANCE_NAME": "kcsc",
+            "HASHMATCH_EXCHANGE_WAIT": "1",
+        }
+        for name, label in labels.items():
+            cli(
+                origin_env,
+                "lists",
+                "create",
+                name,
+                "--owner",
+                "ncc",
+                "--category",
+                "ncii",
+                "--share",
+                "kcsc",
+                "--tlp",
+                label,
+            )
+            (tmp_path / f"{name}.csv").write_text(
+                f"algorithm,hash,reference\npdq,{hexes[name]},{name}-1\n"
+            )
+            cli(origin_env, "lists", "import", name, str(tmp_path / f"{name}.csv"))
+            cli(origin_env, "shares", "accept", name, "--org", "kcsc")
+        (tmp_path / "peer.key").write_text(key(origin_env, "kcsc", "exchange"))
+        kcsc = {"Authorization": f"Bearer {key(subscriber_env, 'kcsc', 'match', 'admin')}"}
+        platform = {
+            "Authorization": f"Bearer {key(subscriber_env, 'platform-a', 'match', 'admin')}"
+        }
+        partner = {"Authorization": f"Bearer {key(subscriber_env, 'partner', 'admin')}"}
+        relay = {"Authorization": f"Bearer {key(subscriber_env, 'partner', 'exchange')}"}
+        with serve(origin_env) as (origin, _):
+            cli(
+                subscriber_env,
+                "exchange",
+                "add",
+                "ncc",
+                "--url",
+                origin,
+                "--key-file",
+                str(tmp_path / "peer.key"),
+                "--org",
+                "kcsc",
+            )
+            with serve(subscriber_env) as (subscriber, _):
+                for name in labels:
+                    value = hexes[name]
+                    wait_for(lambda: bool(matches(subscriber, kcsc, value)), 30, name)  # noqa: B023
+                    (hit,) = matches(subscriber, kcsc, value)
+                    assert hit["list"] == f"ncc:{name}"
+
+                def offer(name: str, *orgs: str) -> httpx.Response:
+                    return httpx.patch(
+                        f"{subscriber}/v1/lists/ncc:{name}",
+                        headers=kcsc,
+                        json={"shared_with": list(orgs)},
+                    )
+
+                # RED and AMBER+STRICT: matched for kcsc only, offered to nobody.
+                for name in ("red", "strict"):
+                    refused = offer(name, "platform-a")
+                    assert refused.status_code == 409, refused.text
+                    assert refused.json()["error"]["code"] == "read_only_mirror"
+                # AMBER reaches kcsc's own platforms; GREEN may go on to another instance.
+                assert offer("amber", "platform-a").status_code == 200
+                assert offer("green", "platform-a", "partner").status_code == 200
+                for name in ("amber", "green"):
+                    accepted = httpx.post(
+                        f"{subscriber}/v1/shares/ncc:{name}/accept", headers=platform
+                    )
+                    assert accepted.status_code == 200, accepted.text
+                assert (
+                    httpx.post(
+                        f"{subscriber}/v1/shares/ncc:green/accept", headers=partner
+                    ).status_code
+                    == 200
+                )
+                wait_for(lambda: bool(matches(subscriber, platform, hexes["amber"])), 10, "amber")
+                assert not matches(subscriber, platform, hexes["red"])
+                feed = httpx.get(f"{subscriber}/v1/exchange/feed", headers=relay).json()
+                assert feed["lists"] == ["ncc.green"]  # AMBER is never re-exported
+                echo = httpx.get(
+                    f"{subscriber}/v1/exchange/feed",
+                    headers={**relay, "X-Hashmatch-Instance": "ncc"},
+                )
+                assert echo.json()["lists"] == []  # nor anything sent back where it came from
+                # A label is made stricter locally, never looser.
+                looser = httpx.patch(
+                    f"{subscriber}/v1/lists/ncc:amber", headers=kcsc, json={"tlp": "GREEN"}
+                )
+                assert looser.status_code == 409
+                # The origin's list left: its mirror stops matching, for everyone.
+                cli(origin_env, "shares", "leave", "amber", "--org", "kcsc")
+                wait_for(lambda: not matches(subscriber, kcsc, hexes["amber"]), 30, "unshared")
+                assert not matches(subscriber, platform, hexes["amber"])
+                assert matches(subscriber, kcsc, hexes["green"])  # the others stay
