@@ -121,3 +121,54 @@ def test_peers_are_an_organisations_own_and_their_keys_never_come_back(service: 
     assert 'hashmatch_exchange_failures{peer="ncc"} 0.0' in scraped
     audit = service.store.audit.log(target="ncc")
     assert audit and secret not in json.dumps(audit, default=str)
+
+
+def test_outcomes_from_abroad_count_only_for_lists_shared_with_the_sender(service: Any) -> None:
+    owner, exchange = shared_list(service)
+    admin = service.key("ncc", Role.ADMIN)
+    service.create_list(owner, "private")
+    service.add(owner, "private", ("pdq", random_hexes(1, seed=5)[0], "P1"))
+    ids = {
+        e["reference"]: e["entry_id"]
+        for e in service.client.get("/v1/lists/ncii-tw/entries", headers=owner).json()["entries"]
+    }
+    private_id = service.client.get("/v1/lists/private/entries", headers=owner).json()["entries"][
+        0
+    ]["entry_id"]
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    item = {
+        "list": "ncii-tw",
+        "id": ids["R0"],
+        "day": day,
+        "matches": 3,
+        "outcomes": {"removed": 2},
+        "removal_seconds": [60, 120],
+    }
+    # Another organisation's exchange key, and ids outside the shared list: counted nowhere.
+    stranger = service.key("third", Role.EXCHANGE)
+    refused = service.client.post(
+        "/v1/exchange/outcomes", headers=stranger, json={"entries": [item]}
+    )
+    assert refused.json() == {"accepted": 0, "refused": 1}
+    smuggled = [{**item, "id": private_id}, {**item, "list": "private", "id": private_id}]
+    answer = service.client.post(
+        "/v1/exchange/outcomes", headers=exchange, json={"entries": smuggled}
+    )
+    assert answer.json() == {"accepted": 0, "refused": 2}
+    # The partner's own report counts, and a repeat replaces it rather than adding up.
+    for _ in range(2):
+        done = service.client.post(
+            "/v1/exchange/outcomes", headers=exchange, json={"entries": [item]}
+        )
+        assert done.json() == {"accepted": 1, "refused": 0}
+    stats = service.client.get("/v1/lists/ncii-tw/stats", headers=admin).json()
+    assert stats["partners"]["kcsc"]["matches"] == 3
+    assert stats["partners"]["kcsc"]["outcomes"]["removed"] == 2
+    assert stats["partners"]["kcsc"]["median_seconds_to_removal"] == 90
+    assert "third" not in stats["partners"]
+    private = service.client.get("/v1/lists/private/stats", headers=admin).json()
+    assert private["matches"] == 0 and private["partners"] == {}
+    bad = service.client.post(
+        "/v1/exchange/outcomes", headers=exchange, json={"entries": [{**item, "day": "yesterday"}]}
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_field"

@@ -24,6 +24,19 @@ from test_e2e import free_port
 FAULTS = ("reset", "error500", "error503", "truncate", "duplicate", "replay", "garbage", "delay")
 
 
+def instance_env(
+    folder: Path, name: str, database_url: str = "", **settings: str
+) -> dict[str, str]:
+    """One instance's settings: its own data directory and database (SQLite when no URL)."""
+    env = {
+        "HASHMATCH_DATA_DIR": str(folder / name),
+        "HASHMATCH_DATABASE_URL": database_url,
+        "HASHMATCH_INSTANCE_NAME": name,
+    }
+    env.update({f"HASHMATCH_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
 def cli(env: dict[str, str], *args: str) -> Any:
     result = subprocess.run(
         [sys.executable, "-m", "hashmatch", *args],
@@ -132,22 +145,18 @@ def matches(base: str, auth: dict[str, str], value: str) -> list[dict[str, Any]]
 def test_two_instances_exchange_a_list_through_faults(tmp_path: Path) -> None:
     hexes = random_hexes(300, seed=11)
     with database("postgresql", tmp_path) as subscriber_url:
-        origin_env = {
-            "HASHMATCH_DATA_DIR": str(tmp_path / "origin"),
-            "HASHMATCH_DATABASE_URL": "",
-            "HASHMATCH_INSTANCE_NAME": "ncc",
-        }
-        subscriber_env = {
-            "HASHMATCH_DATA_DIR": str(tmp_path / "subscriber"),
-            "HASHMATCH_DATABASE_URL": subscriber_url,
-            "HASHMATCH_INSTANCE_NAME": "kcsc",
-            "HASHMATCH_EXCHANGE_WAIT": "2",
-            "HASHMATCH_EXCHANGE_MAX_BACKOFF": "0.5",
-            "HASHMATCH_EXCHANGE_OUTCOMES_EVERY": "0.5",
-            "HASHMATCH_MATCH_COUNT_FLUSH_SECONDS": "0.2",
-            "HASHMATCH_WEBHOOK_PRIVATE_TARGETS": "true",
-            "HASHMATCH_WEBHOOK_RETRY_SECONDS": "0.2",
-        }
+        origin_env = instance_env(tmp_path, "ncc")
+        subscriber_env = instance_env(
+            tmp_path,
+            "kcsc",
+            subscriber_url,
+            exchange_wait="2",
+            exchange_max_backoff="0.5",
+            exchange_outcomes_every="0.5",
+            match_count_flush_seconds="0.2",
+            webhook_private_targets="true",
+            webhook_retry_seconds="0.2",
+        )
         cli(
             origin_env,
             "lists",
@@ -269,17 +278,8 @@ def test_tlp_labels_and_unsharing_hold_across_two_instances(tmp_path: Path) -> N
     labels = {"red": "RED", "strict": "AMBER+STRICT", "amber": "AMBER", "green": "GREEN"}
     hexes = dict(zip(labels, random_hexes(len(labels), seed=12), strict=True))
     with database("postgresql", tmp_path) as subscriber_url:
-        origin_env = {
-            "HASHMATCH_DATA_DIR": str(tmp_path / "origin"),
-            "HASHMATCH_DATABASE_URL": "",
-            "HASHMATCH_INSTANCE_NAME": "ncc",
-        }
-        subscriber_env = {
-            "HASHMATCH_DATA_DIR": str(tmp_path / "subscriber"),
-            "HASHMATCH_DATABASE_URL": subscriber_url,
-            "HASHMATCH_INSTANCE_NAME": "kcsc",
-            "HASHMATCH_EXCHANGE_WAIT": "1",
-        }
+        origin_env = instance_env(tmp_path, "ncc")
+        subscriber_env = instance_env(tmp_path, "kcsc", subscriber_url, exchange_wait="1")
         for name, label in labels.items():
             cli(
                 origin_env,
