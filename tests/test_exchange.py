@@ -158,6 +158,10 @@ def test_a_resync_repairs_a_mirror_that_drifted(pair: tuple[Store, Store]) -> No
     subscriber.peers.resync("ncc", actor="t")
     sync(origin, subscriber)
     assert live(subscriber, "ncc:l") == live(origin, "l")
+    # Equal by origin id as well: the stray entry is withdrawn, not just shadowing R5.
+    theirs = origin.feed.digest("kcsc", "l")
+    assert theirs is not None
+    assert local_digest(subscriber, mirror.id) == {k: v for k, v in theirs.items() if k != "list"}
 
 
 def test_a_page_is_applied_once_and_only_if_it_answers_the_cursor(

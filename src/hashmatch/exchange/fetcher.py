@@ -118,7 +118,6 @@ class Fetcher:
         self._threads: dict[str, threading.Thread] = {}
         self._main: threading.Thread | None = None
         self._rng = random.Random()
-        self._verified: dict[str, float] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -256,14 +255,11 @@ class Fetcher:
         send_outcomes(self._store, peer, source, platforms=self._settings.share_platforms)
 
     def _maybe_verify(self, peer: PeerInfo, source: Source) -> None:
-        now = utcnow().timestamp()
-        last = self._verified.setdefault(peer.name, now)
-        if now - last >= self._settings.verify_every:
-            self._verified[peer.name] = now
-            self.verify(peer, source)
-
-    def verify(self, peer: PeerInfo, source: Source, *, repair: bool = True) -> dict[str, Any]:
-        return verify_peer(self._store, peer, source, repair=repair)
+        # From the peer's row, not this process's memory: the schedule survives restarts and
+        # a change of fetcher.
+        last = peer.verified_at or peer.created_at
+        if -_seconds_until(last) >= self._settings.verify_every:
+            verify_peer(self._store, peer, source)
 
     def _peer_feed(self, peer: PeerInfo, secret: str) -> Source:
         return source_for(peer, secret, own_instance=self._own_instance, bounds=self._bounds)

@@ -126,10 +126,6 @@ class Page:
     lists: frozenset[str]
     events: list[Event]
 
-    @property
-    def size(self) -> int:
-        return sum(len(e.added) + len(e.withdrawn) for e in self.events)
-
 
 def _refuse(where: str, why: str) -> PeerRefused:
     return PeerRefused(f"{where}: {fields.printable(why)[:300]}")

@@ -91,26 +91,9 @@ def peer_secret(value: object) -> str:
 
 
 def _info(row: Any) -> PeerInfo:
-    return PeerInfo(
-        id=int(row["id"]),
-        name=row["name"],
-        url=row["url"],
-        organisation=row["organisation"],
-        lists=None if row["lists"] is None else tuple(row["lists"]),
-        paused=bool(row["paused"]),
-        cursor=row["cursor"],
-        remote_instance=row["remote_instance"],
-        created_at=row["created_at"],
-        last_attempt_at=row["last_attempt_at"],
-        last_success_at=row["last_success_at"],
-        last_change_at=row["last_change_at"],
-        last_error=row["last_error"],
-        failures=int(row["failures"]),
-        next_attempt_at=row["next_attempt_at"],
-        verified_at=row["verified_at"],
-        verify_report=row["verify_report"],
-        outcomes_sent_at=row["outcomes_sent_at"],
-    )
+    values = {f.name: row[f.name] for f in dataclasses.fields(PeerInfo)}
+    values["lists"] = None if row["lists"] is None else tuple(row["lists"])
+    return PeerInfo(**values)
 
 
 _COLUMNS: Final = [c for c in peers.c if c.name != "secret"]
