@@ -15,6 +15,7 @@ import pytest
 from conftest import encode, natural_image, run_hashmatch
 from hashmatch import signals
 from hashmatch.hashsets.read import (
+    DEFAULT_MAX_LINE_BYTES,
     HashRow,
     InputFormat,
     RowError,
@@ -175,7 +176,7 @@ def test_csv_rows_and_errors_with_line_numbers() -> None:
     assert results[3:7] == [
         (6, "pdq hash must be 64 hex digits, got 63"),
         (7, "pdq hash has non-hex characters: 'g'"),
-        (8, "unknown algorithm 'photodna'; known: pdq, phash, md5, sha256"),
+        (8, "unknown algorithm 'photodna'; known: pdq, phash, md5, sha256, vpdq"),
         (9, "expected 7 CSV fields, got 3"),
     ]
     line, reason = results[7]
@@ -285,7 +286,7 @@ def test_tx_rows_and_errors_with_line_numbers() -> None:
         (3, f"pdq:{PDQ}", "case 7 / item 2", ()),
         (4, f"md5:{MD5}", "ref", ()),
         (5, "bare hash needs --algorithm (or write ALGORITHM HEX)"),
-        (6, "unknown algorithm 'photodna'; known: pdq, phash, md5, sha256"),
+        (6, "unknown algorithm 'photodna'; known: pdq, phash, md5, sha256, vpdq"),
         (7, "md5 hash must be 32 hex digits, got 64"),
         (8, "pdq hash must be 64 hex digits, got 63"),
         (9, "missing hash"),
@@ -420,7 +421,7 @@ def test_crlf_and_bom() -> None:
     # A BOM is only a BOM at the very start.
     assert brief(read(b"md5 " + MD5.encode() + b"\n\xef\xbb\xbfmd5 " + MD5.encode()))[1] == (
         2,
-        "unknown algorithm '\\ufeffmd5'; known: pdq, phash, md5, sha256",
+        "unknown algorithm '\\ufeffmd5'; known: pdq, phash, md5, sha256, vpdq",
     )
 
 
@@ -461,19 +462,33 @@ class _Trickle(io.BytesIO):
         return super().read(self._step if size is None or size < 0 else min(size, self._step))
 
 
-def test_fifty_megabyte_line_is_one_error_in_bounded_memory() -> None:
-    stream = io.BufferedReader(_Generated(50_000_000, b"\nmd5 " + MD5.encode() + b"\n"))
+@pytest.mark.parametrize(
+    ("size", "max_line_bytes", "peak_bytes"),
+    [
+        (50_000_000, 1 << 20, 4_000_000),
+        # The default cap (16 MiB, for videos' frames): held up to it, never beyond.
+        (100_000_000, None, 40_000_000),
+    ],
+)
+def test_huge_line_is_one_error_in_bounded_memory(
+    size: int, max_line_bytes: int | None, peak_bytes: int
+) -> None:
+    stream = io.BufferedReader(_Generated(size, b"\nmd5 " + MD5.encode() + b"\n"))
     tracemalloc.start()
     try:
-        results = list(read_hash_set(stream))
+        if max_line_bytes is None:
+            results = list(read_hash_set(stream))
+        else:
+            results = list(read_hash_set(stream, max_line_bytes=max_line_bytes))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    cap = max_line_bytes or DEFAULT_MAX_LINE_BYTES
     assert brief(results) == [
-        (1, "line longer than 1048576 bytes"),
+        (1, f"line longer than {cap} bytes"),
         (2, f"md5:{MD5}", None, ()),
     ]
-    assert peak < 4_000_000, peak
+    assert peak < peak_bytes, peak
 
 
 def test_long_line_without_newline_at_the_end() -> None:

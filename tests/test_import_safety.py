@@ -17,6 +17,7 @@ import pytest
 
 from conftest import hashmatch_env, run_hashmatch
 from dbs import BACKENDS, database
+from hashmatch.hashsets.read import DEFAULT_MAX_LINE_BYTES
 from hashmatch.matching.follower import Follower
 from hashmatch.signals import PDQ
 from hashmatch.store import Store
@@ -119,5 +120,6 @@ def test_a_two_gigabyte_line_is_one_bad_row(tmp_path: Path) -> None:
             f.write(b"\npdq " + b"ab" * 32 + b"\n")
         report = import_file(url, tmp_path, path, timeout=300)
         assert (report["added"], report["rejected"]) == (1, 1)
-        assert report["errors"] == [{"line": 1, "reason": "line longer than 1048576 bytes"}]
+        too_long = f"line longer than {DEFAULT_MAX_LINE_BYTES} bytes"
+        assert report["errors"] == [{"line": 1, "reason": too_long}]
         store.close()

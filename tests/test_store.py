@@ -60,7 +60,13 @@ def test_create_list_and_its_checks(store: Store) -> None:
         thresholds={"pdq": 20},
         shared_with=["kcsc-kr"],
     )
-    assert info.thresholds == {"pdq": 20, "phash": 6}
+    assert info.thresholds == {
+        "pdq": 20,
+        "phash": 6,
+        "vpdq": 31,  # a video's frames, and the two shares of frames a video match needs
+        "vpdq_query_percent": 50,
+        "vpdq_listed_percent": 0,
+    }
     assert info.owner == "ncc-tw" and info.shared_with == ("kcsc-kr",) and info.enabled
     with pytest.raises(Conflict):
         store.lists.create("ncii-tw", owner="x", category="ncii", actor="alice")

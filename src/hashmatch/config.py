@@ -15,6 +15,7 @@ from typing import Any
 from hashmatch.errors import ConfigError
 from hashmatch.matching.policy import ThresholdBounds
 from hashmatch.media import MediaLimits
+from hashmatch.media.video import VideoLimits
 
 PREFIX = "HASHMATCH_"
 _BOUND_PREFIX = PREFIX + "MAX_THRESHOLD_"
@@ -109,6 +110,15 @@ class Settings:
     max_decode_bytes: int = field(default=192 * 1024 * 1024, metadata={"parse": _positive_int})
     #: Memory all the decodes of one process may hold at once (each reserves its estimate).
     decode_memory: int = field(default=256 * 1024 * 1024, metadata={"parse": _positive_int})
+    #: Videos (``/v1/match`` and ``/v1/hash``): bytes of an upload, seconds of video, pixels of
+    #: a frame, frames decoded and wall-clock seconds of decoding; a video stops at the first
+    #: limit it crosses. One hash a ``video_seconds_per_hash`` seconds, as vPDQ samples.
+    max_video_bytes: int = field(default=200_000_000, metadata={"parse": _positive_int})
+    max_video_seconds: float = field(default=4 * 3600.0, metadata={"parse": _positive_float})
+    max_video_frame_pixels: int = field(default=8192 * 4320, metadata={"parse": _positive_int})
+    max_video_frames: int = field(default=1_000_000, metadata={"parse": _positive_int})
+    max_video_decode_seconds: float = field(default=300.0, metadata={"parse": _positive_float})
+    video_seconds_per_hash: float = field(default=1.0, metadata={"parse": _positive_float})
     #: Requests per second each API key may make (token bucket), and the burst it may spend.
     rate_limit: float = field(default=200.0, metadata={"parse": _positive_float})
     rate_burst: int = field(default=400, metadata={"parse": _positive_int})
@@ -188,6 +198,16 @@ class Settings:
             max_bytes=self.max_upload_bytes,
             max_pixels=self.max_pixels,
             max_decode_bytes=self.max_decode_bytes,
+        )
+
+    @property
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(
+            max_bytes=self.max_video_bytes,
+            max_seconds=self.max_video_seconds,
+            max_frame_pixels=self.max_video_frame_pixels,
+            max_frames=self.max_video_frames,
+            max_decode_seconds=self.max_video_decode_seconds,
         )
 
     @property

@@ -54,6 +54,23 @@ class Busy(MediaError, code="busy"):
     """The service's decode memory is taken by other images: retry shortly (HTTP 503)."""
 
 
+class VideoTooLong(MediaError, code="video_too_long"):
+    """A video whose declared or decoded duration is over the limit (HTTP 413)."""
+
+
+class TooManyFrames(MediaError, code="too_many_frames"):
+    """A video that declares or decodes more frames than the limit (HTTP 413)."""
+
+
+class DecodeTimeout(MediaError, code="decode_timeout"):
+    """Decoding a video took longer than its wall-clock limit: stopped, nothing hashed."""
+
+
+class InvalidFrameRate(CorruptMedia, code="invalid_frame_rate"):
+    """A video stream whose frame rate is zero, negative, not a number or absurd: frames
+    cannot be placed in time, so they are not sampled."""
+
+
 class UnsupportedMedia(MediaError, code="unsupported_media"):
     """Recognised as a format we refuse (SVG, PDF, ZIP, ...) or not recognised at all."""
 

@@ -23,6 +23,7 @@ from hashmatch.api.errors import RETRY_AFTER_UNAVAILABLE, error_body, install_er
 from hashmatch.api.keycache import KeyCache
 from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
+from hashmatch.api.videos import VIDEO_DECODERS
 from hashmatch.config import Settings
 from hashmatch.exchange.fetcher import start_fetcher
 from hashmatch.matching.follower import Follower
@@ -46,6 +47,7 @@ def create_app(
         # Decoding is CPU-bound (one at a time per core) and memory-bound (a shared budget).
         decoders=anyio.CapacityLimiter(os.cpu_count() or 1),
         decode_budget=DecodeBudget(settings.decode_memory),
+        video_decoders=anyio.CapacityLimiter(VIDEO_DECODERS),
         metrics=metrics,
     )
     metrics.watch(lambda: services.follower if services.ready else None)

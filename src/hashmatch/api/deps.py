@@ -34,6 +34,7 @@ class Services:
     probes: ProbeGuard
     decoders: anyio.CapacityLimiter
     decode_budget: DecodeBudget
+    video_decoders: anyio.CapacityLimiter
     metrics: Metrics
     store: Store | None = None
     follower: Follower | None = None

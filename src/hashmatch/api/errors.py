@@ -21,21 +21,25 @@ from hashmatch.errors import (
     Busy,
     Conflict,
     CorruptMedia,
+    DecodeTimeout,
     EmptyMedia,
     Forbidden,
     HashFormatError,
     HashmatchError,
     ImportRejected,
+    InvalidFrameRate,
     InvalidList,
     MediaTooLarge,
     NotFound,
     NotReady,
     PayloadTooLarge,
     StoreUnavailable,
+    TooManyFrames,
     TooManyPixels,
     Unauthorized,
     UnsupportedContentType,
     UnsupportedMedia,
+    VideoTooLong,
 )
 from hashmatch.fields import printable
 
@@ -56,6 +60,12 @@ HTTP_STATUS: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (BadRequest, 400),
     (MediaTooLarge, 413),
     (TooManyPixels, 413),
+    # A video over a limit: its duration, its frame count, or the wall clock of its decoding
+    # (the content costs too much to decode here; retrying the same bytes cannot help).
+    (VideoTooLong, 413),
+    (TooManyFrames, 413),
+    (DecodeTimeout, 413),
+    (InvalidFrameRate, 422),
     (UnsupportedMedia, 415),
     (EmptyMedia, 422),
     (CorruptMedia, 422),

@@ -109,10 +109,8 @@ async def add_entries(
     if kind == "application/json":
         raw = await read_body(request, MAX_JSON_BYTES)
         body = await run_in_threadpool(EntriesIn.model_validate_json, raw)
-        rows: list[HashRow | RowError] = [
-            entry_row(position, entry.algorithm, entry.hash, entry.reference, entry.labels)
-            for position, entry in enumerate(body.entries, 1)
-        ]
+        # Videos' frames are parsed here too: off the event loop.
+        rows = await run_in_threadpool(_entry_rows, body)
         report = await run_in_threadpool(
             store.entries.import_rows, name, rows, actor=key.actor, strict=body.strict
         )
@@ -129,6 +127,21 @@ async def add_entries(
         return report.as_dict()
 
     return await run_in_threadpool(import_file)
+
+
+def _entry_rows(body: EntriesIn) -> list[HashRow | RowError]:
+    """Each entry of a JSON body as a row; a video (``vpdq``) with its frames."""
+    return [
+        entry_row(
+            position,
+            entry.algorithm,
+            entry.hash,
+            entry.reference,
+            entry.labels,
+            frames=entry.frames,
+        )
+        for position, entry in enumerate(body.entries, 1)
+    ]
 
 
 def _entry_route(action: str) -> Callable[..., dict[str, Any]]:

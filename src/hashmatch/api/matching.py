@@ -30,16 +30,24 @@ from hashmatch.api.models import (
     MatchImageOut,
     parse_hashes,
 )
-from hashmatch.api.uploads import read_image
-from hashmatch.errors import KeySuspended, NotReady, StoreUnavailable
+from hashmatch.api.uploads import read_media
+from hashmatch.api.videos import HashedVideo, hash_upload, is_video
+from hashmatch.errors import (
+    HashFormatError,
+    KeySuspended,
+    NotReady,
+    StoreUnavailable,
+)
 from hashmatch.matching.counts import Stamp
-from hashmatch.matching.lookup import lookup, matchable_lists
+from hashmatch.matching.lookup import lookup, lookup_video, matchable_lists
 from hashmatch.matching.probes import ProbeDetected, ProbeGuard
 from hashmatch.matching.state import MatchState
 from hashmatch.matching.verdict import Verdict, hit_dict, verdict_dict
+from hashmatch.matching.video import QueryFrames
 from hashmatch.media import DecodeBudget, MediaLimits
 from hashmatch.signals import ORIGINAL, Query, query_hashes
 from hashmatch.signals.registry import MAX_DISTANCE
+from hashmatch.signals.vpdq import parse_frames
 from hashmatch.store.keys import KeyInfo
 
 T = TypeVar("T")
@@ -122,7 +130,8 @@ async def match_hashes(
     def answer() -> bytes:
         return _answer_hashes(state, body, key.organisation, names, services.probes, stamp)
 
-    content = await _guarded(services, key, answer, len(body.hashes))
+    size = len(body.hashes) + sum(len(video.frames) for video in body.videos)
+    content = await _guarded(services, key, answer, size)
     return Response(content, media_type="application/json")
 
 
@@ -135,6 +144,7 @@ def _answer_hashes(
     stamp: Stamp,
 ) -> bytes:
     hashes = parse_hashes(body.hashes)
+    videos = [_video_frames(video.frames, position) for position, video in enumerate(body.videos)]
     members: list[list[Query]] = []
     slots: list[tuple[int, int]] = []  # (item, position in it) of each hash
     grouped: dict[str, int] = {}
@@ -155,6 +165,23 @@ def _answer_hashes(
         max_distance=body.max_distance,
         guard=guard,
     )
+    video_results = []
+    for video, frames in zip(body.videos, videos, strict=True):
+        verdict = lookup_video(
+            state,
+            frames,
+            organisation=organisation,
+            lists=names,
+            max_distance=body.max_distance,
+            guard=guard,
+        )
+        video_results.append(
+            {
+                "id": video.id,
+                "frames_kept": len(frames),
+                **verdict_dict(verdict, organisation, stamp),
+            }
+        )
     results = []
     for value, given, (index, position) in zip(hashes, body.hashes, slots, strict=True):
         verdict = verdicts[index]
@@ -177,11 +204,20 @@ def _answer_hashes(
             }
         )
     content = {
-        "match": any(v.match for v in verdicts),
+        "match": any(v.match for v in verdicts) or any(v["match"] for v in video_results),
         "results": results,
+        "videos": video_results,
         "request_id": uuid.uuid4().hex,
     }
     return orjson.dumps(content)
+
+
+def _video_frames(frames: list[str] | str, position: int) -> QueryFrames:
+    text = frames if isinstance(frames, str) else "\n".join(frames)
+    try:
+        return QueryFrames.of(parse_frames(text))
+    except HashFormatError as exc:
+        raise HashFormatError(f"videos[{position}].frames: {exc.message}") from None
 
 
 def _image_hashes(
@@ -203,9 +239,14 @@ def _image_hashes(
 
 async def _hash_upload(
     request: Request, services: Services
-) -> tuple[dict[str, ImageHashOut], list[Query]]:
+) -> tuple[dict[str, ImageHashOut], list[Query]] | HashedVideo:
+    """The hashes of an uploaded image, or of an uploaded video (told apart by its bytes)."""
     settings = services.settings
-    data = await read_image(request, settings.max_upload_bytes)
+    data = await read_media(request, settings.max_upload_bytes, settings.max_video_bytes, is_video)
+    if is_video(data):
+        return await anyio.to_thread.run_sync(
+            hash_upload, data, settings, limiter=services.video_decoders
+        )
     return await anyio.to_thread.run_sync(
         _image_hashes,
         data,
@@ -215,13 +256,25 @@ async def _hash_upload(
     )
 
 
-@_post("/hash", HashImageOut, "Hash an image (nothing is stored)", IMAGE_ROUTE_BODY)
-async def hash_image(request: Request, services: ServicesDep, _: Matching) -> HashImageOut:
-    shown, _queries = await _hash_upload(request, services)
-    return HashImageOut(hashes=shown, request_id=uuid.uuid4().hex)
+@_post("/hash", HashImageOut, "Hash an image or a video (nothing is stored)", IMAGE_ROUTE_BODY)
+async def hash_image(request: Request, services: ServicesDep, _: Matching) -> Response:
+    """An image's hashes, or a video's: its digests, and its vPDQ frames (one a
+    ``HASHMATCH_VIDEO_SECONDS_PER_HASH``) in ``video.frames``, as ``hashmatch hash`` writes
+    them and ``/v1/match/hashes`` takes them."""
+    hashed = await _hash_upload(request, services)
+    if isinstance(hashed, HashedVideo):
+        content: dict[str, Any] = {
+            "hashes": hashed.hashes(),
+            "video": hashed.describe(with_frames=True).model_dump(),
+        }
+    else:
+        shown, _queries = hashed
+        content = {"hashes": {name: value.model_dump() for name, value in shown.items()}}
+    content["request_id"] = uuid.uuid4().hex
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
-@_post("/match", MatchImageOut, "Match an image", IMAGE_ROUTE_BODY)
+@_post("/match", MatchImageOut, "Match an image or a video", IMAGE_ROUTE_BODY)
 async def match_image(
     request: Request,
     state: StateDep,
@@ -233,9 +286,18 @@ async def match_image(
     """An image as multipart field ``file`` or as the raw body. Flipped and rotated copies
     match too (the 8 dihedral PDQ variants), and so does the picture inside a frame; each
     match says which variant found it. An allow-list hit suppresses the block hits its owner
-    (or an owner that trusts it) listed; suppressed hits stay in ``matches``, marked."""
+    (or an owner that trusts it) listed; suppressed hits stay in ``matches``, marked.
+
+    A video (told from an image by its bytes: MP4/MOV, WebM/Matroska, AVI, MPEG-PS/TS, Ogg)
+    is hashed as vPDQ and matched against listed videos (each hit with both sides' scores
+    and matched stretches, ``video``) and, frame by frame, against listed images (each hit
+    with the frame's time, ``query_time``); a listed video found by an image says when the
+    matching frame shows (``listed_time``)."""
     names = matchable_lists(state, key.organisation, _wanted(lists))
-    shown, queries = await _hash_upload(request, services)
+    hashed = await _hash_upload(request, services)
+    if isinstance(hashed, HashedVideo):
+        return await _match_video(hashed, state, services, key, names, max_distance)
+    shown, queries = hashed
 
     def judge() -> Verdict:
         (verdict,) = lookup(
@@ -252,6 +314,35 @@ async def match_image(
     content = {
         **verdict_dict(verdict, key.organisation, _stamp(services, key)),
         "hashes": {name: value.model_dump() for name, value in shown.items()},
+        "request_id": uuid.uuid4().hex,
+    }
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+async def _match_video(
+    video: HashedVideo,
+    state: MatchState,
+    services: Services,
+    key: KeyInfo,
+    names: frozenset[str],
+    max_distance: int | None,
+) -> Response:
+    def judge() -> Verdict:
+        return lookup_video(
+            state,
+            video.query,
+            video.digest_queries,
+            organisation=key.organisation,
+            lists=names,
+            max_distance=max_distance,
+            guard=services.probes,
+        )
+
+    verdict = await _guarded(services, key, judge, len(video.frames))
+    content = {
+        **verdict_dict(verdict, key.organisation, _stamp(services, key)),
+        "hashes": video.hashes(),
+        "video": video.describe().model_dump(),
         "request_id": uuid.uuid4().hex,
     }
     return Response(orjson.dumps(content), media_type="application/json")

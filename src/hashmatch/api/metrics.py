@@ -45,6 +45,11 @@ class ReplicaCollector(Collector):
             sizes.add_metric([signal.name], follower.state.size(signal))
         yield sizes
         yield GaugeMetricFamily(
+            "hashmatch_video_frames",
+            "distinct frames of listed videos, held in the PDQ index beside images",
+            follower.state.videos.frame_count(),
+        )
+        yield GaugeMetricFamily(
             "hashmatch_change_cursor", "change-log cursor the index reflects", follower.cursor
         )
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from hashmatch import fields, signals
 from hashmatch.errors import HashFormatError
@@ -20,6 +20,9 @@ from hashmatch.matching.verdict import MatchOut
 from hashmatch.signals import Hash
 from hashmatch.signals.registry import MAX_DISTANCE, MAX_NAME_CHARS, MAX_TEXT_CHARS
 from hashmatch.store.records import EntryOut, ListOut, ShareOut
+
+#: Videos one ``/v1/match/hashes`` request may carry (each judged as one item).
+MAX_VIDEOS: Final = 100
 
 
 class HashIn(BaseModel):
@@ -51,8 +54,34 @@ def parse_hashes(items: Sequence[HashIn], field: str = "hashes") -> builtins.lis
     return hashes
 
 
+class VideoFramesIn(BaseModel):
+    """A video hashed on the caller's side (``hashmatch hash``, or ``/v1/hash``): its vPDQ
+    frames, matched as a bag of frames against listed videos, and frame by frame against
+    listed images."""
+
+    id: str | None = Field(
+        default=None, max_length=fields.MAX_GROUP_CHARS, description="echoed in the result"
+    )
+    frames: list[str] | str = Field(
+        description="Meta's text form, 'frame_number,quality,pdq_hex,timestamp' a frame: a "
+        "list of lines, or one string of lines",
+    )
+
+
 class MatchHashesIn(BaseModel):
-    hashes: list[GroupedHashIn] = Field(min_length=1, max_length=10_000)
+    hashes: list[GroupedHashIn] = Field(default_factory=list, max_length=10_000)
+    videos: list[VideoFramesIn] = Field(
+        default_factory=list,
+        max_length=MAX_VIDEOS,
+        description="videos as vPDQ frame sets (each judged as one item)",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> MatchHashesIn:
+        if not self.hashes and not self.videos:
+            raise ValueError("send at least one hash or one video")
+        return self
+
     lists: list[str] | None = Field(
         default=None,
         max_length=MAX_LIST_FILTER,
@@ -61,6 +90,14 @@ class MatchHashesIn(BaseModel):
     max_distance: int | None = Field(
         default=None, ge=0, le=MAX_DISTANCE, description="only tightens"
     )
+
+
+class VideoResultOut(BaseModel):
+    id: str | None = None
+    frames_kept: int = Field(description="distinct frames of quality >= 50 compared")
+    match: bool
+    matches: list[MatchOut]
+    allowed: list[MatchOut] = Field(default_factory=list, description="allow-list hits")
 
 
 class HashResultOut(BaseModel):
@@ -75,6 +112,7 @@ class HashResultOut(BaseModel):
 class MatchHashesOut(BaseModel):
     match: bool
     results: list[HashResultOut]
+    videos: list[VideoResultOut] = Field(default_factory=list)
     request_id: str
 
 
@@ -85,9 +123,31 @@ class ImageHashOut(BaseModel):
     low_quality: bool | None = None
 
 
+class VideoOut(BaseModel):
+    """What was hashed of a submitted video."""
+
+    container: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration: float | None = Field(description="seconds, as the container declares it")
+    seconds_per_hash: float
+    frames_hashed: int = Field(description="frames sampled and hashed")
+    frames_kept: int = Field(
+        description="distinct frame hashes of quality >= 50: what is compared (vPDQ)"
+    )
+    frames: list[str] | None = Field(
+        default=None,
+        description="/v1/hash only: each frame in Meta's text form, "
+        "'frame_number,quality,pdq_hex,timestamp'",
+    )
+
+
 class MatchImageOut(BaseModel):
     match: bool
     hashes: dict[str, ImageHashOut]
+    video: VideoOut | None = Field(default=None, description="a video: what was hashed of it")
     matches: list[MatchOut]
     allowed: list[MatchOut] = Field(default_factory=list, description="allow-list hits")
     request_id: str
@@ -95,6 +155,9 @@ class MatchImageOut(BaseModel):
 
 class HashImageOut(BaseModel):
     hashes: dict[str, ImageHashOut]
+    video: VideoOut | None = Field(
+        default=None, description="a video: what was hashed of it, and its frames"
+    )
     request_id: str
 
 
@@ -129,7 +192,16 @@ class ListPatch(BaseModel):
 
 class EntryIn(BaseModel):
     algorithm: str = Field(max_length=MAX_NAME_CHARS)
-    hash: str = Field(max_length=MAX_TEXT_CHARS)
+    hash: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT_CHARS,
+        description="the hash; for a video (vpdq), optional: the SHA-256 of its frames",
+    )
+    frames: list[str] | str | None = Field(
+        default=None,
+        description="a video (vpdq): its frames in Meta's text form, one "
+        "'frame_number,quality,pdq_hex,timestamp' a line (a list of lines, or one string)",
+    )
     reference: str | None = Field(default=None, max_length=fields.MAX_REFERENCE_CHARS)
     labels: list[str] = Field(default_factory=list, max_length=fields.MAX_LABELS)
 

@@ -2,7 +2,8 @@
 
 Starlette's form parser spools files over 1 MB to a temporary file: submitted media must never
 be written anywhere, so bodies are read here, chunk by chunk, and multipart bodies are split
-with python-multipart's callback parser. Images are small enough to hold (the upload cap); a
+with python-multipart's callback parser. Images and videos are held (each under its own cap,
+chosen from the first bytes: an image cap for images, a larger one for videos); a
 hash-set file may be hundreds of megabytes, so it is handed to the importer as a stream that a
 worker thread reads while the event loop receives it: memory stays at a chunk and a batch.
 The routes' ``max_body_size`` caps every body again while it is received.
@@ -11,16 +12,18 @@ The routes' ``max_body_size`` caps every body again while it is received.
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import anyio.from_thread
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from hashmatch.errors import BadRequest, PayloadTooLarge, UnsupportedContentType
+from hashmatch.errors import BadRequest, HashmatchError, PayloadTooLarge, UnsupportedContentType
 
-IMAGE_TYPES = ("image/", "application/octet-stream")
+#: Bytes read before an upload is told to be a video or an image (its cap is chosen then).
+SNIFF_BYTES: Final = 64 * 1024
+MEDIA_TYPES = ("image/", "video/", "application/mp4", "application/octet-stream")
 #: RFC 2046: a boundary is 1 to 70 characters.
 MAX_BOUNDARY: Final = 70
 
@@ -44,25 +47,48 @@ def media_type(request: Request) -> tuple[str, dict[bytes, bytes]]:
     return kind.decode("latin-1").lower(), options
 
 
-async def read_image(request: Request, limit: int) -> bytes:
-    """The image of a request: multipart field ``file``, or the raw body of an image type."""
+async def read_media(
+    request: Request, image_limit: int, video_limit: int, is_video: Callable[[bytes], bool]
+) -> bytes:
+    """The image or video of a request: multipart field ``file``, or the raw body of an image
+    or video type. Which it is, is told from its first bytes (never from the type), and its
+    own cap applies from then on: an image over the image cap is refused while it arrives."""
     kind, options = media_type(request)
+    larger = max(image_limit, video_limit)
     if kind == "multipart/form-data":
-        reader = MultipartField(_boundary(options), b"file", limit)
-        # Multipart framing adds a little to the image itself.
-        data = bytearray()
-        async for chunk in reader.parse(_capped(request, limit + 64 * 1024)):
-            data += chunk
-        return bytes(data)
-    if kind.startswith(IMAGE_TYPES) or not kind:
-        body = await read_body(request, limit + 64 * 1024)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"image is over the limit of {limit} bytes")
-        return body
-    raise UnsupportedContentType(
-        f"send an image as multipart field 'file' or as the body with an image content type, "
-        f"not {kind!r}"
-    )
+        # Multipart framing adds a little to the file itself.
+        framed = _capped(request, larger + 64 * 1024)
+        chunks = MultipartField(_boundary(options), b"file", larger).parse(framed)
+    elif kind.startswith(MEDIA_TYPES) or not kind:
+        chunks = _capped(request, larger + 64 * 1024)
+    else:
+        raise UnsupportedContentType(
+            "send an image or a video as multipart field 'file' or as the body with an image or "
+            f"video content type, not {kind!r}"
+        )
+    data = bytearray()
+    limit: int | None = None
+    async for chunk in chunks:
+        data += chunk
+        if limit is None and len(data) >= SNIFF_BYTES:
+            limit = _limit(bytes(data[:SNIFF_BYTES]), image_limit, video_limit, is_video)
+        if len(data) > (larger if limit is None else limit):
+            raise PayloadTooLarge(f"upload is over the limit of {limit or larger} bytes")
+    if limit is None:
+        limit = _limit(bytes(data), image_limit, video_limit, is_video)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"upload is over the limit of {limit} bytes")
+    return bytes(data)
+
+
+def _limit(
+    head: bytes, image_limit: int, video_limit: int, is_video: Callable[[bytes], bool]
+) -> int:
+    try:
+        video = is_video(head)
+    except HashmatchError:
+        video = False  # refused by what it is: decoding says so, under the smaller cap
+    return video_limit if video else image_limit
 
 
 def file_stream(request: Request, limit: int) -> io.BufferedReader:

@@ -20,6 +20,7 @@ from hashmatch.config import Settings
 from hashmatch.errors import (
     ConfigError,
     Conflict,
+    DecodeTimeout,
     HashFormatError,
     HashmatchError,
     ImportRejected,
@@ -27,7 +28,9 @@ from hashmatch.errors import (
     MediaError,
     NotFound,
     StoreUnavailable,
+    TooManyFrames,
     UnreadableFile,
+    VideoTooLong,
 )
 
 EXIT_OK: Final = 0
@@ -43,6 +46,9 @@ EXIT_CODES: Final[tuple[tuple[type[HashmatchError], int], ...]] = (
     (ImportRejected, 65),  # EX_DATAERR
     (ConfigError, 78),  # EX_CONFIG
     (UnreadableFile, 66),  # EX_NOINPUT
+    (VideoTooLong, 65),  # EX_DATAERR: a video over a limit is bad input, as any media error
+    (TooManyFrames, 65),  # EX_DATAERR
+    (DecodeTimeout, 65),  # EX_DATAERR
     (MediaError, 65),  # EX_DATAERR
     (StoreUnavailable, 69),  # EX_UNAVAILABLE
     (HashmatchError, 70),  # EX_SOFTWARE

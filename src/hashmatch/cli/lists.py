@@ -12,7 +12,10 @@ from hashmatch.config import Settings
 from hashmatch.errors import ImportRejected
 
 if TYPE_CHECKING:
-    from hashmatch.signals import Hash
+    from collections.abc import Iterator
+
+    from hashmatch.hashsets.read import HashRow, InputFormat, RowError
+    from hashmatch.signals import Hash, SignalType
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -65,22 +68,25 @@ def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    from tqdm.utils import CallbackIOWrapper
-
+    """Every file named, in one import (one transaction: ``--strict`` rejects them all
+    together); a video in Meta's text form is one entry, its reference the file's name."""
     from hashmatch import signals
-    from hashmatch.hashsets.read import InputFormat, read_hash_set
+    from hashmatch.errors import InvalidField
+    from hashmatch.hashsets.read import InputFormat
 
     store = open_store(settings)
     store.lists.get(args.name)  # fail before reading a byte of a large file
+    files: list[str] = args.files
+    if files.count("-") > 1:
+        raise InvalidField("FILE", "standard input (-) can be read once")
+    if args.reference is not None and len(files) > 1:
+        raise InvalidField("--reference", "names the video of a single file")
     input_format = InputFormat(args.format) if args.format else None
     algorithm = signals.get(args.algorithm) if args.algorithm else None
-    size = None if args.file == "-" else Path(args.file).stat().st_size
-    with (
-        read_input(args.file) as raw,
-        progress(total=size, unit="B", unit_scale=True, desc="importing") as bar,
-    ):
-        stream: Any = CallbackIOWrapper(bar.update, raw, "read")
-        rows = read_hash_set(stream, input_format=input_format, default_algorithm=algorithm)
+    sizes = [None if name == "-" else Path(name).stat().st_size for name in files]
+    total = None if None in sizes else sum(size or 0 for size in sizes)
+    with progress(total=total, unit="B", unit_scale=True, desc="importing") as bar:
+        rows = _file_rows(files, bar, input_format, algorithm, args.reference)
         try:
             report = store.entries.import_rows(
                 args.name, rows, actor=actor(args), strict=args.strict
@@ -93,8 +99,48 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _file_rows(
+    files: list[str],
+    bar: Any,
+    input_format: InputFormat | None,
+    algorithm: SignalType | None,
+    reference: str | None,
+) -> Iterator[HashRow | RowError]:
+    """The rows of every file in turn, each file read as it is reached. With several files a
+    row error names its file (line numbers are each file's own)."""
+    from tqdm.utils import CallbackIOWrapper
+
+    from hashmatch.hashsets.read import RowError, read_hash_set
+
+    for name in files:
+        video_reference = reference if reference is not None else _video_reference(name)
+        with read_input(name) as raw:
+            stream: Any = CallbackIOWrapper(bar.update, raw, "read")
+            rows = read_hash_set(
+                stream,
+                input_format=input_format,
+                default_algorithm=algorithm,
+                reference=video_reference,
+            )
+            for row in rows:
+                if isinstance(row, RowError) and len(files) > 1:
+                    row = RowError(row.line, f"{name}: {row.reason}")
+                yield row
+
+
+def _video_reference(name: str) -> str | None:
+    """A video's reference by default: its file's name without ``.txt`` and ``.vpdq``
+    (``clip.vpdq.txt`` as ``hashmatch hash -f vpdq`` writes it, Meta's ``clip.txt``)."""
+    if name == "-":
+        return None
+    stem = Path(name).name
+    for suffix in (".txt", ".vpdq"):
+        stem = stem.removesuffix(suffix)
+    return stem or None
+
+
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from hashmatch.cli.common import write_output
+    from hashmatch.cli.common import stderr, write_output
     from hashmatch.hashsets.write import ExportWriter, Format
 
     store = open_store(settings)
@@ -107,6 +153,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         for entry in entries:
             writer.write(entry)
             bar.update(1)
+    if writer.skipped_videos:
+        stderr(
+            f"{writer.skipped_videos} video entries (vpdq) were left out: {args.format} cannot "
+            "carry their frames; export with --format jsonl to keep them"
+        )
     return 0
 
 
@@ -206,17 +257,34 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
     show.add_argument("name")
     show.set_defaults(handler=cmd_show)
 
-    imp = sub.add_parser("import", parents=[actor_parent], help="import a hash-set file")
+    imp = sub.add_parser(
+        "import",
+        parents=[actor_parent],
+        help="import hash-set files",
+        description="Import hash-set files into a list, in one transaction: what hashmatch "
+        "hash writes (jsonl, csv, tx; videos in jsonl), exports, and Meta's vPDQ text files "
+        "(one video each, its reference the file's name without .txt/.vpdq.txt).",
+    )
     imp.add_argument("name")
-    imp.add_argument("file", help="a file, or - for standard input")
-    imp.add_argument("--format", choices=["csv", "jsonl", "tx"], help="default: detected")
+    imp.add_argument("files", nargs="+", metavar="FILE", help="files, or - for standard input")
+    imp.add_argument(
+        "--format", choices=["csv", "jsonl", "tx", "vpdq"], help="default: detected, per file"
+    )
     imp.add_argument("--algorithm", help="for bare hex lines")
+    imp.add_argument(
+        "--reference", help="the reference of the video in a single Meta vPDQ text file"
+    )
     imp.add_argument("--strict", action="store_true", help="import nothing if any row is bad")
     imp.set_defaults(handler=cmd_import)
 
     exp = sub.add_parser("export", help="export a list's entries")
     exp.add_argument("name")
-    exp.add_argument("--format", choices=["csv", "jsonl", "tx"], default="csv")
+    exp.add_argument(
+        "--format",
+        choices=["csv", "jsonl", "tx"],
+        default="csv",
+        help="csv (default), jsonl (the only one that carries videos' frames) or tx",
+    )
     exp.add_argument("-o", "--output")
     exp.add_argument("--include-withdrawn", action="store_true")
     exp.set_defaults(handler=cmd_export)

@@ -10,6 +10,12 @@ Files carry no entry ids, so an entry's id is derived from its hash (63 bits of 
 the same hash keeps its id across versions of the file, which is what lets a new version
 withdraw exactly the hashes it no longer holds. A file with any bad line is refused whole, with
 its name and line, until it is fixed: never half a file.
+
+A video's row carries its packed frames (as the hash-set reader gives them) and is checked as a
+peer's page is (:func:`~hashmatch.exchange.wire.check_frames`: they decode and hash to the
+row's hash); pages stop at the same frame budget as a peer's feed
+(:data:`~hashmatch.exchange.wire.MAX_PAGE_FRAME_BYTES`), so one transaction never holds an
+unbounded amount of video.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ from hashmatch import fields
 from hashmatch.errors import InvalidField, PeerError, PeerRefused
 from hashmatch.exchange import tlp as tlp_labels
 from hashmatch.exchange.wire import (
+    MAX_PAGE_FRAME_BYTES,
     AddedEntry,
     Event,
     FeedCursor,
     ListMeta,
     Page,
+    carries_frames,
+    check_frames,
     entry_digest,
     list_meta,
 )
@@ -57,10 +66,18 @@ class _List:
 class FolderSource:
     """``folder`` as a peer named ``name``: its files are its lists."""
 
-    def __init__(self, name: str, folder: Path, *, bounds: ThresholdBounds) -> None:
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        *,
+        bounds: ThresholdBounds,
+        frame_bytes: int = MAX_PAGE_FRAME_BYTES,
+    ) -> None:
         self.name = name
         self._folder = folder
         self._bounds = bounds
+        self._frame_bytes = frame_bytes
         self._cached: tuple[int, list[_List]] | None = None
 
     def close(self) -> None:
@@ -111,8 +128,16 @@ class FolderSource:
             for row in read_hash_set(stream):
                 if isinstance(row, RowError):
                     raise PeerRefused(f"{path.name} line {row.line}: {row.reason}")
+                where = f"{path.name} line {row.line}"
+                frames = row.frames
+                if carries_frames(row.hash.algorithm):
+                    if frames is None:
+                        raise PeerRefused(f"{where}: a {row.hash.algorithm.name} row needs frames")
+                    check_frames(row.hash, frames, where)
+                elif frames is not None:
+                    raise PeerRefused(f"{where}: only a video row carries frames")
                 key = entry_id(row.hash.algorithm.name, row.hash.value)
-                entries[key] = AddedEntry(key, row.hash, row.reference, row.labels, at)
+                entries[key] = AddedEntry(key, row.hash, row.reference, row.labels, at, frames)
         return _List(meta, [entries[k] for k in sorted(entries)])
 
     def fetch(self, checkpoint: str, limit: int, wait: float) -> Page:
@@ -130,6 +155,7 @@ class FolderSource:
         start = since.entry if since.change == generation else -1
         position = -1
         room = limit
+        budget = _FrameBudget(self._frame_bytes)
         for item in lists:
             first = position + 1
             position = first + len(item.entries)  # the list's own position, then its rows
@@ -138,7 +164,7 @@ class FolderSource:
             if first > start:
                 page.events.append(Event("list", item.meta.name, meta=item.meta, snapshot=True))
             skip = max(0, start - first)
-            chunk = item.entries[skip : skip + room]
+            chunk = budget.take(item.entries[skip : skip + room], first_of_page=room == limit)
             if chunk:
                 page.events.append(Event("add", item.meta.name, added=list(chunk)))
                 room -= len(chunk)
@@ -160,6 +186,22 @@ class FolderSource:
                 rows = [(e.origin_id, e.hash.algorithm.name, e.hash.value) for e in item.entries]
                 return {"count": len(rows), "digest": f"{entry_digest(rows):032x}"}
         raise PeerRefused(f"no file for list {list_name!r}")
+
+
+class _FrameBudget:
+    """The packed frames a page may still take."""
+
+    def __init__(self, limit: int) -> None:
+        self._left = limit
+
+    def take(self, entries: list[AddedEntry], *, first_of_page: bool) -> list[AddedEntry]:
+        """The leading ``entries`` that fit (at least one if they begin the page)."""
+        for count, entry in enumerate(entries):
+            size = len(entry.frames or b"")
+            if size > self._left and not (first_of_page and count == 0):
+                return entries[:count]
+            self._left -= size
+        return entries
 
 
 def _description(path: Path) -> dict[str, Any]:

@@ -19,6 +19,17 @@ given):
   b.csv``) is skipped.
 * ``tx`` (python-threatexchange's convention): ``ALG HEX [REFERENCE...]``, ``ALG:HEX``, or a
   bare ``HEX`` when a default algorithm is given; ``#`` comments.
+* ``vpdq`` (Meta's vPDQ text form, detected from a first line ``frame_number,quality,pdq_hex,
+  timestamp``): the whole file is ONE video, one row, its reference given by the caller. A
+  video is all or nothing: one bad line is one row error for the file, naming the line.
+
+Videos (``vpdq``) are one entry each: its ``hash`` is the SHA-256 of its packed frames
+(:func:`hashmatch.signals.vpdq.frames_digest`) and the frames travel beside it
+(:attr:`HashRow.frames`). In JSON lines a video is ``{"algorithm": "vpdq", "frames": [Meta's
+lines] or "one string of lines", "hash": optional digest hex, "reference": ..., "labels": [...]}``
+(what ``hashmatch hash`` and ``lists export`` write), or python-threatexchange's form, whose
+``hash`` is its JSON text of the frames. CSV and ``tx`` rows cannot carry frames: a ``vpdq``
+row there is a row error.
 
 Hashes are parsed by :meth:`hashmatch.hashing.Hash.from_hex`, so the error texts are the
 project's own; the ``quality`` a hash set may carry is not imported.
@@ -29,7 +40,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -37,7 +48,15 @@ from hashmatch import fields, signals
 from hashmatch.errors import HashFormatError, InvalidField
 from hashmatch.hashsets.lines import BOM, split_lines
 from hashmatch.hashsets.write import Format
-from hashmatch.signals import Hash, SignalType, all_signals
+from hashmatch.signals import VPDQ, Hash, IndexKind, SignalType, all_signals
+from hashmatch.signals.vpdq import (
+    MAX_FRAMES,
+    FrameHash,
+    frames_digest,
+    pack_frames,
+    parse_frames,
+    parse_threatexchange,
+)
 
 #: The input formats are the output formats of ``hashmatch hash``.
 InputFormat = Format
@@ -45,7 +64,16 @@ InputFormat = Format
 MAX_REFERENCE_CHARS: Final = fields.MAX_REFERENCE_CHARS
 MAX_LABEL_CHARS: Final = fields.MAX_LABEL_CHARS
 MAX_LABELS: Final = fields.MAX_LABELS
-DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
+#: A video's frames are one JSON line: 14,400 frames (4 hours at one hash a second) are about
+#: 1.3 MB. 16 MiB bounds what one line may hold (and the memory a reader takes) well above it.
+DEFAULT_MAX_LINE_BYTES: Final = 16 << 20
+#: Frames one video may carry, in any form (:data:`hashmatch.signals.vpdq.MAX_FRAMES`): it
+#: bounds what reading Meta's text form (a whole file held as one row) may take.
+MAX_VIDEO_FRAMES: Final = MAX_FRAMES
+#: Meta's text form, one line a frame: ``frame_number,quality,pdq_hex,timestamp``.
+_META_LINE: Final = re.compile(r"\s*\d+\s*,\s*\d+\s*,\s*[0-9a-fA-F]{64}\s*,\s*[-+0-9.eE]+\s*")
+#: ``line N: ...`` as :func:`hashmatch.signals.vpdq.parse_frames` reports a bad line.
+_PARSED_LINE: Final = re.compile(r"line (\d+): (.*)", re.DOTALL)
 
 _LABEL_SEPARATORS: Final = re.compile(r"[;|]")
 _HEX: Final = frozenset("0123456789abcdefABCDEF")
@@ -60,6 +88,9 @@ class HashRow:
     hash: Hash
     reference: str | None = None  # the source's own id for the entry
     labels: tuple[str, ...] = ()  # free-form tags
+    #: A video's frames, packed (:func:`hashmatch.signals.vpdq.pack_frames`); ``hash`` is
+    #: then their digest.
+    frames: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +106,8 @@ class _Invalid(Exception):
 
 
 def detect_format(first_line: bytes) -> InputFormat:
-    """``{`` or ``[`` -> JSON lines; a CSV header with a ``hash`` column -> CSV; else ``tx``."""
+    """``{`` or ``[`` -> JSON lines; a CSV header with a ``hash`` column -> CSV; a line of
+    Meta's vPDQ text form -> ``vpdq``; else ``tx``."""
     text = first_line.removeprefix(BOM).decode("utf-8", errors="replace")
     return _detect(text)
 
@@ -86,6 +118,7 @@ def read_hash_set(
     input_format: InputFormat | None = None,
     default_algorithm: SignalType | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    reference: str | None = None,
 ) -> Iterator[HashRow | RowError]:
     """Every non-blank line of ``stream`` as a row or a row error, in order.
 
@@ -93,10 +126,14 @@ def read_hash_set(
     column, a JSON object without the key, a bare ``tx`` hash). Lines that cannot be read
     (too long, not UTF-8) before the format is known are reported, and detection moves on to
     the next line; for CSV the header is the first readable non-blank line.
+
+    Meta's vPDQ text form is one video, so one row (or one row error) for the whole stream;
+    ``reference`` is that video's reference (other formats carry their own, per row).
     """
     fmt = input_format
     csv_header: _CsvHeader | _Invalid | None = None
-    for number, raw in split_lines(stream, max_line_bytes):
+    lines = split_lines(stream, max_line_bytes)
+    for number, raw in lines:
         if raw is None:
             yield RowError(number, f"line longer than {max_line_bytes} bytes")
             continue
@@ -105,12 +142,13 @@ def read_hash_set(
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield RowError(
-                number, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
-            )
+            yield RowError(number, _not_utf8(raw, exc))
             continue
         if fmt is None:
             fmt = _detect(text)
+        if fmt is Format.VPDQ:
+            yield _video_text(number, text, lines, reference, max_line_bytes)
+            return
         try:
             if fmt is Format.CSV:
                 if csv_header is None:
@@ -136,6 +174,10 @@ def read_hash_set(
                 yield row
 
 
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+
+
 # --- detection and shared field checks ------------------------------------------------------
 
 
@@ -143,6 +185,8 @@ def _detect(text: str) -> InputFormat:
     stripped = text.strip().removeprefix("\ufeff")
     if stripped.startswith(("{", "[")):
         return Format.JSONL
+    if _META_LINE.fullmatch(stripped):
+        return Format.VPDQ
     try:
         fields = _csv_fields(stripped)
     except _Invalid:
@@ -192,19 +236,21 @@ def _labels(values: Sequence[object]) -> tuple[str, ...]:
 def entry_row(
     line: int,
     algorithm: str,
-    value: str,
+    value: str | None,
     reference: object = None,
     labels: Sequence[object] = (),
+    frames: Sequence[str] | str | None = None,
 ) -> HashRow | RowError:
     """One entry given as fields (a JSON API body) as a row, by the same rules as a file's;
-    the reason names the entry's position."""
+    the reason names the entry's position. A video (``vpdq``) comes with its ``frames``
+    (Meta's lines), ``value`` being then its digest, optional; anything else needs ``value``."""
     try:
-        return HashRow(
-            line,
-            _hash(_algorithm(algorithm, None), value),
-            _reference(reference),
-            _labels(labels),
-        )
+        signal = _algorithm(algorithm, None)
+        if _is_video(signal):
+            return _video_row(line, signal, frames, value, _reference(reference), _labels(labels))
+        if frames is not None:
+            raise _Invalid(f"frames are only for videos, not {signal.name}")
+        return HashRow(line, _hash(signal, value), _reference(reference), _labels(labels))
     except _Invalid as exc:
         return RowError(line, f"entries[{line - 1}]: {exc}")
     except HashFormatError as exc:
@@ -291,6 +337,8 @@ class _CsvHeader:
         if withdrawn:
             raise _withdrawn(withdrawn)
         algorithm = _algorithm(self._get(fields, "algorithm"), default)
+        if _is_video(algorithm):
+            raise _no_frames_in(algorithm)
         labels = self._get(fields, "labels")
         return HashRow(
             line=number,
@@ -330,6 +378,13 @@ def _json_row(text: str, number: int, default: SignalType | None) -> HashRow:
     if labels is not None and not isinstance(labels, list):
         raise _Invalid(f"labels must be a list of strings, got {_json_type(labels)}")
     algorithm = _algorithm(name, default)
+    if _is_video(algorithm):
+        frames = record.get("frames")
+        return _video_row(
+            number, algorithm, frames, value, _reference(reference), _labels(labels or ())
+        )
+    if "frames" in record:
+        raise _Invalid(f"frames are only for videos, not {algorithm.name}")
     return HashRow(
         line=number,
         hash=_hash(algorithm, value),
@@ -368,6 +423,8 @@ def _tx_row(text: str, number: int, default: SignalType | None) -> HashRow | Non
 
 
 def _tx_hash(number: int, algorithm: SignalType, value: str, reference: str) -> HashRow:
+    if _is_video(algorithm):
+        raise _no_frames_in(algorithm)
     return HashRow(number, _hash(algorithm, value), _reference(reference))
 
 
@@ -376,3 +433,124 @@ def _split_word(text: str) -> tuple[str, str]:
     if not parts:
         return "", ""
     return parts[0], (parts[1].strip() if len(parts) > 1 else "")
+
+
+# --- videos ---------------------------------------------------------------------------------
+
+
+def _is_video(signal: SignalType) -> bool:
+    """A video's signal: one entry whose frames travel beside its digest."""
+    return signal.index_kind is IndexKind.FRAMES
+
+
+def _no_frames_in(signal: SignalType) -> _Invalid:
+    """CSV and tx hold one hash a row: a video's frames do not fit, and a digest alone could
+    never match anything."""
+    return _Invalid(f"{signal.name} frame sets go in JSONL or Meta's text form")
+
+
+def _video_row(
+    line: int,
+    signal: SignalType,
+    frames: object,
+    value: object,
+    reference: str | None,
+    labels: tuple[str, ...],
+) -> HashRow:
+    """A video from its frames (Meta's lines, as a list or one string), checked against the
+    digest ``value`` when one is given; or from python-threatexchange's form, whose hash is
+    the JSON text of its frames."""
+    if frames is None:
+        if not (isinstance(value, str) and value.lstrip().startswith(("[", "{"))):
+            raise _Invalid(
+                f"{signal.name} needs its frames: 'frames', Meta's "
+                "'frame_number,quality,pdq_hex,timestamp' lines"
+            )
+        try:
+            parsed = parse_threatexchange(value)
+        except HashFormatError as exc:
+            raise _Invalid(f"hash (python-threatexchange's vPDQ JSON): {exc.message}") from None
+        value = None
+    elif isinstance(frames, str):
+        parsed = _parse_frames(frames, lambda n: f"frames line {n}")
+    elif isinstance(frames, list):
+        if len(frames) > MAX_VIDEO_FRAMES:
+            raise _Invalid(f"{len(frames)} frames; a video carries at most {MAX_VIDEO_FRAMES}")
+        for position, item in enumerate(frames):
+            if not isinstance(item, str):
+                raise _Invalid(f"frames[{position}] must be a string, got {_json_type(item)}")
+            if not item.strip() or "\n" in item or "\r" in item:
+                raise _Invalid(f"frames[{position}] must be one line of Meta's text form")
+        # One line an item: the parser's line N is item N - 1.
+        parsed = _parse_frames("\n".join(frames), lambda n: f"frames[{n - 1}]")
+    else:
+        raise _Invalid(f"frames must be a list of lines or one string, got {_json_type(frames)}")
+    if not parsed:
+        raise _Invalid("a video needs at least one frame")
+    if len(parsed) > MAX_VIDEO_FRAMES:
+        raise _Invalid(f"{len(parsed)} frames; a video carries at most {MAX_VIDEO_FRAMES}")
+    digest = frames_digest(parsed)
+    if value is not None:
+        if not isinstance(value, str):
+            raise _Invalid(f"hash must be a string, got {_json_type(value)}")
+        if value.strip() and Hash.from_hex(signal, value).value != digest:
+            raise _Invalid(
+                f"hash is not the digest of the frames given (their digest is {digest.hex()})"
+            )
+    return HashRow(line, Hash(signal, digest), reference, labels, pack_frames(parsed))
+
+
+def _parse_frames(text: str, where: Callable[[int], str]) -> tuple[FrameHash, ...]:
+    """Meta's text form, checked by the project's one parser; a bad line is named by
+    ``where`` (from its line number, as the caller numbers it)."""
+    try:
+        return parse_frames(text)
+    except HashFormatError as exc:
+        found = _PARSED_LINE.fullmatch(exc.message)
+        if found is None:
+            raise _Invalid(f"frames: {exc.message}") from None
+        raise _Invalid(f"{where(int(found[1]))}: {found[2]}") from None
+
+
+def _video_text(
+    first: int,
+    text: str,
+    lines: Iterator[tuple[int, bytes | None]],
+    reference: str | None,
+    max_line_bytes: int,
+) -> HashRow | RowError:
+    """Meta's text form, the rest of the stream: one video, so one row, or one error naming
+    the first bad line (half a video is not imported)."""
+
+    def failed(number: int, reason: str) -> RowError:
+        return RowError(number, f"line {number}: {reason}; the video is not imported")
+
+    numbers = [first]
+    texts = [text]
+    for number, raw in lines:
+        if raw is None:
+            return failed(number, f"longer than {max_line_bytes} bytes")
+        if not raw.strip():
+            continue
+        if len(texts) >= MAX_VIDEO_FRAMES:
+            return failed(number, f"a video carries at most {MAX_VIDEO_FRAMES} frames")
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return failed(number, _not_utf8(raw, exc))
+        numbers.append(number)
+    try:
+        frames = parse_frames("\n".join(texts))
+    except HashFormatError as exc:
+        found = _PARSED_LINE.fullmatch(exc.message)
+        if found is None:
+            return RowError(first, f"{exc.message}; the video is not imported")
+        position = int(found[1])
+        number = numbers[position - 1] if 0 < position <= len(numbers) else first
+        return failed(number, found[2])
+    del texts
+    try:
+        checked = _reference(reference)
+    except _Invalid as exc:
+        return RowError(first, f"reference: {exc}")
+    return HashRow(first, Hash(VPDQ, frames_digest(frames)), checked, (), pack_frames(frames))

@@ -1,7 +1,15 @@
-"""Hash-set files: the records ``hashmatch hash`` writes, in JSON lines, CSV and ``tx`` lines.
+"""Hash-set files: the records ``hashmatch hash`` writes, in JSON lines, CSV and ``tx`` lines,
+and a video's frames in Meta's vPDQ text form.
 
 Pure: records in, text out. The same shapes are what list imports read back, so an agency's
 pipeline is ``hashmatch hash DIR --format csv | hashmatch lists import NAME -``.
+
+A video is one record: in JSON lines ``{"path": ..., "algorithm": "vpdq", "hash": "<SHA-256 of
+its packed frames>", "frames": ["frame_number,quality,pdq_hex,timestamp", ...], "fps": ...,
+"duration": ..., "bytes": ...}``, which list imports read as they are. The ``vpdq`` format is
+Meta's own text form of one video's frames (what Meta's tools write and read). CSV and ``tx``
+hold one hash a row and cannot carry frames: a writer skips videos' frame sets there and counts
+them (:attr:`_Writer.skipped_videos`), for the caller to say so; its digests still go out.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ from typing import Final, Protocol, TextIO
 
 from hashmatch.errors import HashmatchError
 from hashmatch.signals import Hash
+from hashmatch.signals.vpdq import FrameHash, format_frames, unpack_frames
 
 
 class Format(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
     TX = "tx"
+    #: Meta's vPDQ text form: one video's frames, one ``frame_number,quality,pdq_hex,timestamp``
+    #: line each.
+    VPDQ = "vpdq"
 
 
 CSV_COLUMNS: Final = ("path", "algorithm", "hash", "quality", "low_quality", "bytes", "error")
@@ -50,6 +62,34 @@ class HashRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class VideoRecord:
+    """A video's vPDQ hash: its frames, and their digest as the one hash of its entry."""
+
+    path: str
+    hash: Hash  # the frames' digest (:func:`hashmatch.signals.vpdq.frames_digest`)
+    frames: tuple[FrameHash, ...]
+    size: int
+    fps: float | None = None
+    duration: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "algorithm": self.hash.algorithm.name,
+            "hash": self.hash.hex,
+            "frames": frame_lines(self.frames),
+            "fps": self.fps,
+            "duration": self.duration,
+            "bytes": self.size,
+        }
+
+
+def frame_lines(frames: Iterable[FrameHash]) -> list[str]:
+    """Meta's text form of frames, a line each (how JSON lines carry a video)."""
+    return format_frames(tuple(frames)).splitlines()
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorRecord:
     """A file that could not be hashed, and why."""
 
@@ -60,7 +100,7 @@ class ErrorRecord:
         return {"path": self.path, "error": self.error.as_dict()}
 
 
-Record = HashRecord | ErrorRecord
+Record = HashRecord | VideoRecord | ErrorRecord
 
 
 class _Writer:
@@ -71,6 +111,8 @@ class _Writer:
     def __init__(self, stream: TextIO, output_format: Format) -> None:
         self._stream = stream
         self._format = output_format
+        #: Videos whose frames this format could not carry, and so were left out.
+        self.skipped_videos = 0
         self._csv: csv.DictWriter[str] | None = None
         if output_format is Format.CSV:
             self._csv = csv.DictWriter(stream, fieldnames=self.columns, lineterminator="\n")
@@ -82,16 +124,35 @@ class _Writer:
         elif self._format is Format.CSV:
             assert self._csv is not None
             self._csv.writerow(csv_row)
-        elif tx is not None:
+        elif self._format is Format.TX and tx is not None:
             self._stream.write(tx + "\n")
+
+    def _frames(self, frames: tuple[FrameHash, ...], record: dict[str, object]) -> None:
+        """A video: its record in JSON lines, its frames alone in Meta's form, and skipped
+        (counted) in CSV and ``tx``."""
+        if self._format is Format.JSONL:
+            self._stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self._format is Format.VPDQ:
+            self._stream.write(format_frames(frames))  # a line a frame, each ended
+        else:
+            self.skipped_videos += 1
 
 
 class RecordWriter(_Writer):
-    """Writes hashing results to a text stream in one format."""
+    """Writes hashing results to a text stream in one format.
+
+    In the ``vpdq`` format only videos' frames are written (it holds one video: the caller
+    gives each video a stream of its own); other records are dropped there.
+    """
 
     columns = CSV_COLUMNS
 
     def write(self, record: Record) -> None:
+        if isinstance(record, VideoRecord):
+            self._frames(record.frames, record.as_dict())
+            return
+        if self._format is Format.VPDQ:
+            return
         # tx lines carry hashes only; failures go to stderr and the exit status.
         tx = None
         if isinstance(record, HashRecord):
@@ -135,10 +196,16 @@ class Exported(Protocol):
     def added_at(self) -> dt.datetime: ...
     @property
     def withdrawn_at(self) -> dt.datetime | None: ...
+    @property
+    def frames(self) -> bytes | None: ...
 
 
 class ExportWriter(_Writer):
-    """List entries out, in a form ``hashmatch lists import`` reads back unchanged."""
+    """List entries out, in a form ``hashmatch lists import`` reads back unchanged.
+
+    A video entry goes out whole in JSON lines (its frames as Meta's lines, beside its
+    digest); CSV and ``tx`` cannot carry its frames and skip it (:attr:`skipped_videos`).
+    """
 
     columns = EXPORT_CSV_COLUMNS
 
@@ -152,6 +219,10 @@ class ExportWriter(_Writer):
             "added_at": row.added_at.isoformat(),
             "withdrawn_at": withdrawn_at,
         }
+        if row.frames is not None:
+            frames = unpack_frames(row.frames)
+            self._frames(frames, {**record, "frames": frame_lines(frames)})
+            return
         csv_row = {
             **record,
             "reference": row.reference or "",

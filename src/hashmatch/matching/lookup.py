@@ -10,13 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Final
 
+import numpy as np
+
 from hashmatch import fields
 from hashmatch.errors import InvalidField, NotFound
 from hashmatch.matching.policy import can_match, can_see
 from hashmatch.matching.probes import ProbeGuard
 from hashmatch.matching.state import MatchState
 from hashmatch.matching.verdict import Hit, Verdict, decide
-from hashmatch.signals import Query
+from hashmatch.matching.video import QueryFrames, search_video
+from hashmatch.signals import Hash, Query
 
 #: One item: the hashes asked about together (an image's variants and digests, or one hash).
 Item = Sequence[Query]
@@ -91,3 +94,59 @@ def lookup(
         verdicts.append(decide(hits, by_id) if hits else NO_MATCH)
         start = stop
     return verdicts
+
+
+def lookup_video(
+    matcher: MatchState,
+    frames: QueryFrames,
+    digests: Sequence[Query] = (),
+    *,
+    organisation: str | None,
+    lists: frozenset[str],
+    max_distance: int | None = None,
+    guard: ProbeGuard | None = None,
+) -> Verdict:
+    """The verdict on one video: its frames against listed videos and images
+    (:mod:`.video`), and the digests of its bytes against listed digests.
+
+    The probe guard sees each distinct frame that hit something, with its frame-level hits,
+    after frames within the guard's radius of an earlier one are folded into it: a video's own
+    near-identical frames (a still scene) must not read as bit positions varied around a
+    boundary hit."""
+    found = search_video(matcher, frames, lists=lists, max_distance=max_distance)
+    hits = list(found.hits)
+    if digests:
+        digest_found = matcher.match_queries(digests, lists=lists, max_distance=max_distance)
+        hits += [
+            Hit(match, query.variant, 0)
+            for query, matches in zip(digests, digest_found, strict=True)
+            for match in matches
+        ]
+    hit_frames = [i for i, matches in enumerate(found.frame_matches) if matches]
+    if guard is not None and organisation is not None and hit_frames:
+        radius = guard.rules.radius(found.frame_hashes[0].algorithm)
+        shown = _spread([found.frame_hashes[i] for i in hit_frames], radius)
+        guard.observe(
+            organisation,
+            [found.frame_hashes[hit_frames[i]] for i in shown],
+            [found.frame_matches[hit_frames[i]] for i in shown],
+        )
+    return decide(hits, matcher.list_map()) if hits else NO_MATCH
+
+
+def _spread(hashes: Sequence[Hash], radius: int) -> list[int]:
+    """Positions of ``hashes`` each further than ``radius`` from every earlier one kept."""
+    if not hashes:
+        return []
+    codes = np.frombuffer(b"".join(h.value for h in hashes), dtype=np.uint8).reshape(
+        len(hashes), -1
+    )
+    bits = np.unpackbits(codes, axis=1)
+    kept: list[int] = []
+    for position in range(len(hashes)):
+        if kept:
+            nearest = int(np.min(np.count_nonzero(bits[kept] != bits[position], axis=1)))
+            if nearest <= radius:
+                continue
+        kept.append(position)
+    return kept

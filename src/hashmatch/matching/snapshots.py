@@ -13,13 +13,16 @@ from typing import Final
 
 from hashmatch.index import CodeIndex, ExactIndex, HammingIndex
 from hashmatch.matching.entry_table import EntryTable
+from hashmatch.matching.frames import VideoTable
 from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
 from hashmatch.matching.state import MatchState
-from hashmatch.signals import SignalType, all_signals
+from hashmatch.signals import SignalType
+from hashmatch.signals.registry import indexed_signals
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION: Final = 2
+#: 3: listed videos (``videos.table``) and their frames in the PDQ index.
+SNAPSHOT_VERSION: Final = 3
 KEPT: Final = 2
 
 
@@ -34,6 +37,7 @@ def save(state: MatchState, cursor: int, directory: Path) -> Path:
     for signal, index in state.indexes.items():
         index.save(str(staging / f"{signal.name}.index"))
     state.entries.save(str(staging / "entries.table"))
+    state.videos.save(str(staging / "videos.table"))
     manifest = {"version": SNAPSHOT_VERSION, "cursor": cursor}
     (staging / "manifest.json").write_text(json.dumps(manifest))
     try:
@@ -61,13 +65,14 @@ def load(
             # signal type was registered is passed over for a full load, never half used.
             indexes = {
                 signal: _load_index(signal, folder / f"{signal.name}.index")
-                for signal in all_signals()
+                for signal in indexed_signals()
             }
             entries = EntryTable.load(str(folder / "entries.table"))
+            videos = VideoTable.load(str(folder / "videos.table"))
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable snapshot %s: %s", folder.name, exc)
             continue
-        return MatchState(bounds, indexes, entries), int(manifest["cursor"])
+        return MatchState(bounds, indexes, entries, videos), int(manifest["cursor"])
     return None
 
 

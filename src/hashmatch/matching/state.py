@@ -16,9 +16,42 @@ import numpy as np
 
 from hashmatch.index import CodeIndex, ExactIndex, HammingIndex
 from hashmatch.matching.entry_table import EntryMeta, EntryTable
+from hashmatch.matching.frames import (
+    VideoTable,
+    distinct_frames,
+    frame_ids,
+    is_frame,
+    split_frame_id,
+)
 from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
-from hashmatch.signals import VARIANT_PENALTY, Hash, Query, SignalType, all_signals
+from hashmatch.signals import PDQ, VARIANT_PENALTY, Hash, Query, SignalType
+from hashmatch.signals.registry import indexed_signals
+from hashmatch.signals.vpdq import unpack_frames
 from hashmatch.store import EntryRow, ListInfo
+from hashmatch.store.entries import LiveRow
+
+
+@dataclass(frozen=True, slots=True)
+class VideoScore:
+    """How much of two videos matched, as vPDQ scores it, and where."""
+
+    #: Distinct query frames (over the quality cut) with a match in the listed video, and of
+    #: how many; the same from the listed video's side.
+    query_frames: int
+    query_kept: int
+    listed_frames: int
+    listed_kept: int
+    #: Matched stretches, ``(start, end)`` in seconds, of the query and of the listed video.
+    query_ranges: tuple[tuple[float, float], ...] = ()
+    listed_ranges: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def query_percent(self) -> float:
+        return 100.0 * self.query_frames / self.query_kept if self.query_kept else 0.0
+
+    @property
+    def listed_percent(self) -> float:
+        return 100.0 * self.listed_frames / self.listed_kept if self.listed_kept else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +73,12 @@ class Match:
     threshold: int
     #: For a mirror's entry: where it comes from (instance, list, its id there, ...).
     origin: dict[str, Any] | None = None
+    #: A listed video found by an image (or by one frame): when the matching frame shows in it.
+    listed_time: float | None = None
+    #: A listed image found by a query video's frame: when that frame shows in the query.
+    query_time: float | None = None
+    #: A listed video found by a query video: both sides' vPDQ scores and matched stretches.
+    video: VideoScore | None = None
 
 
 class MatchState:
@@ -48,41 +87,55 @@ class MatchState:
         bounds: ThresholdBounds = DEFAULT_BOUNDS,
         indexes: Mapping[SignalType, CodeIndex] | None = None,
         entries: EntryTable | None = None,
+        videos: VideoTable | None = None,
     ) -> None:
         self.bounds = bounds
         given = dict(indexes or {})
-        # Every registered signal type has an index, a new one empty.
+        # Every registered signal type with an index of its own has one, a new one empty;
+        # videos' frames live in the PDQ index.
         self._indexes = {
-            signal: given.get(signal) or _new_index(signal) for signal in all_signals()
+            signal: given.get(signal) or _new_index(signal) for signal in indexed_signals()
         }
         self._entries = entries if entries is not None else EntryTable()
+        self._videos = videos if videos is not None else VideoTable()
         self._lists: dict[int, ListInfo] = {}
         self._lists_by_name: dict[str, ListInfo] = {}
 
     @classmethod
-    def build(
-        cls,
-        rows: Iterable[tuple[int, int, str, bytes, str | None, str, int | None]],
-        bounds: ThresholdBounds = DEFAULT_BOUNDS,
-    ) -> MatchState:
+    def build(cls, rows: Iterable[LiveRow], bounds: ThresholdBounds = DEFAULT_BOUNDS) -> MatchState:
         """From live entries as plain columns (id, list id, algorithm, hash, reference,
-        labels as JSON text): a full load without an object per row."""
+        labels as JSON text, origin id, a video's frames): a full load without an object per
+        row."""
         batches: dict[str, tuple[list[int], list[bytes]]] = {
-            s.name: ([], []) for s in all_signals()
+            s.name: ([], []) for s in indexed_signals()
         }
         metadata = []
-        for entry_id, list_id, algorithm_name, value, reference, labels, origin_id in rows:
+        state = cls(bounds)
+        frame_batches: list[tuple[np.ndarray, np.ndarray]] = []
+        for entry_id, list_id, algorithm_name, value, reference, labels, origin_id, frames in rows:
+            metadata.append((entry_id, list_id, reference, labels, origin_id))
+            if frames is not None:
+                frame_batches.append(state._add_video(entry_id, frames))
+                continue
             ids, codes = batches[algorithm_name]
             ids.append(entry_id)
             codes.append(value)
-            metadata.append((entry_id, list_id, reference, labels, origin_id))
-        state = cls(bounds, entries=EntryTable.build(metadata))
+        state._entries = EntryTable.build(metadata)
         for signal, index in state._indexes.items():
             ids, codes = batches[signal.name]
             if ids:
                 index.add(*_arrays(signal, ids, codes))
+            if signal is PDQ and frame_batches:
+                index.add(*_frame_arrays(frame_batches))
             index.compact()
         return state
+
+    def _add_video(self, entry_id: int, packed: bytes) -> tuple[np.ndarray, np.ndarray]:
+        """Hold a listed video's frame table; returns its frames' ids and codes for the PDQ
+        index."""
+        video, codes = distinct_frames(unpack_frames(packed))
+        self._videos.add(entry_id, video)
+        return frame_ids(entry_id, video.kept), codes
 
     # --- what it holds ----------------------------------------------------------------------
 
@@ -93,6 +146,10 @@ class MatchState:
     @property
     def entries(self) -> EntryTable:
         return self._entries
+
+    @property
+    def videos(self) -> VideoTable:
+        return self._videos
 
     def lists(self) -> list[ListInfo]:
         return list(self._lists_by_name.values())
@@ -105,7 +162,10 @@ class MatchState:
         return self._lists_by_name.get(name)
 
     def size(self, algorithm: SignalType) -> int:
-        return len(self._indexes[algorithm])
+        """Hashes held for ``algorithm``: for videos, listed videos (their frames are
+        counted in the PDQ index)."""
+        index = self._indexes.get(algorithm)
+        return len(self._videos) if index is None else len(index)
 
     # --- changes ----------------------------------------------------------------------------
 
@@ -118,8 +178,15 @@ class MatchState:
         return all(list_id in self._lists for list_id in list_ids)
 
     def add(self, rows: Sequence[EntryRow]) -> None:
+        videos = [row for row in rows if row.frames is not None]
+        if videos:
+            batches = [self._add_video(row.id, row.frames) for row in videos if row.frames]
+            self._indexes[PDQ].add(*_frame_arrays(batches))
+            for row in videos:
+                meta = EntryMeta(row.list_id, row.reference, row.labels, row.origin_id)
+                self._entries.add(row.id, meta)
         for signal, index in self._indexes.items():
-            chosen = [row for row in rows if row.hash.algorithm is signal]
+            chosen = [row for row in rows if row.hash.algorithm is signal and row.frames is None]
             if chosen:
                 ids = [row.id for row in chosen]
                 codes = [row.hash.value for row in chosen]
@@ -135,6 +202,9 @@ class MatchState:
         for index in self._indexes.values():
             index.remove(ids)
         for entry_id in entry_ids:
+            video = self._videos.pop(entry_id)
+            if video is not None:
+                self._indexes[PDQ].remove(frame_ids(entry_id, video.kept))
             self._entries.discard(entry_id)
 
     # --- matching ---------------------------------------------------------------------------
@@ -204,17 +274,21 @@ class MatchState:
                 results[position] = matches
         return results
 
-    def _threshold(self, info: ListInfo, signal: SignalType, max_distance: int | None) -> int:
+    def threshold(self, info: ListInfo, signal: SignalType, max_distance: int | None) -> int:
+        """The distance at which ``info`` matches ``signal``: its own (a video's frame
+        distance defaults to the signal's, for lists made before videos), within the
+        instance's bound, tightened by ``max_distance``."""
         if not signal.perceptual:
             return 0
-        threshold = self.bounds.clamp(signal, info.thresholds.get(signal.name, 0))
+        fallback = 0 if signal.indexed else signal.default_threshold
+        threshold = self.bounds.clamp(signal, info.thresholds.get(signal.name, fallback))
         return threshold if max_distance is None else min(threshold, max_distance)
 
     def _search_radius(
         self, signal: SignalType, allowed: frozenset[str] | None, max_distance: int | None
     ) -> int | None:
         thresholds = [
-            self._threshold(info, signal, max_distance)
+            self.threshold(info, signal, max_distance)
             for info in self._lists.values()
             if info.enabled and (allowed is None or info.name in allowed)
         ]
@@ -229,13 +303,20 @@ class MatchState:
         max_distance: int | None,
         penalty: int,
     ) -> Match | None:
+        listed_time = None
+        if is_frame(entry_id):
+            entry_id, position = split_frame_id(entry_id)
+            video = self._videos.get(entry_id)
+            if video is None:
+                return None
+            listed_time = video.time_of(position)
         meta = self._entries.get(entry_id)
         info = self._lists.get(meta.list_id) if meta is not None else None
         if meta is None or info is None or not info.enabled:
             return None
         if allowed is not None and info.name not in allowed:
             return None
-        threshold = self._threshold(info, signal, max_distance)
+        threshold = self.threshold(info, signal, max_distance)
         if signal.perceptual:
             threshold -= penalty
         if distance > threshold:
@@ -252,11 +333,12 @@ class MatchState:
             signal,
             distance,
             threshold,
-            None if info.origin is None else _origin(info, meta),
+            None if info.origin is None else origin_of(info, meta),
+            listed_time,
         )
 
 
-def _origin(info: ListInfo, meta: EntryMeta) -> dict[str, Any]:
+def origin_of(info: ListInfo, meta: EntryMeta) -> dict[str, Any]:
     """What a match on a mirror says of where the entry comes from."""
     origin = info.origin or {}
     return {
@@ -272,6 +354,12 @@ def _origin(info: ListInfo, meta: EntryMeta) -> dict[str, Any]:
 
 def _new_index(signal: SignalType) -> CodeIndex:
     return HammingIndex(signal.bits) if signal.perceptual else ExactIndex(signal.bits)
+
+
+def _frame_arrays(batches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.concatenate([ids for ids, _ in batches]) if batches else np.empty(0, np.int64)
+    codes = [codes for _, codes in batches]
+    return ids, np.concatenate(codes) if codes else np.empty((0, PDQ.nbytes), np.uint8)
 
 
 def _arrays(

@@ -32,7 +32,7 @@ from hashmatch.matching.policy import may_suppress
 
 if TYPE_CHECKING:
     from hashmatch.matching.counts import Stamp
-    from hashmatch.matching.state import Match
+    from hashmatch.matching.state import Match, VideoScore
     from hashmatch.signals import Variant
     from hashmatch.store import ListInfo
 
@@ -105,6 +105,41 @@ def shown_distance(match: Match, organisation: str | None) -> int | None:
     return None
 
 
+class VideoMatchOut(BaseModel):
+    """How a query video matched a listed video, as vPDQ scores it."""
+
+    query_percent: float = Field(
+        description="share of the query's distinct frames (quality >= 50) that found a frame "
+        "of the listed video"
+    )
+    listed_percent: float = Field(
+        description="share of the listed video's distinct frames that were found"
+    )
+    query_frames: int
+    query_kept: int
+    listed_frames: int
+    listed_kept: int
+    query_ranges: builtins.list[tuple[float, float]] = Field(
+        description="matched stretches of the query, [start, end] in seconds"
+    )
+    listed_ranges: builtins.list[tuple[float, float]] = Field(
+        description="matched stretches of the listed video, [start, end] in seconds"
+    )
+
+    @classmethod
+    def of(cls, score: VideoScore) -> VideoMatchOut:
+        return cls(
+            query_percent=round(score.query_percent, 2),
+            listed_percent=round(score.listed_percent, 2),
+            query_frames=score.query_frames,
+            query_kept=score.query_kept,
+            listed_frames=score.listed_frames,
+            listed_kept=score.listed_kept,
+            query_ranges=builtins.list(score.query_ranges),
+            listed_ranges=builtins.list(score.listed_ranges),
+        )
+
+
 class MatchOut(BaseModel):
     """A hit as every front end reports it (the HTTP API's schema, the CLI's JSON)."""
 
@@ -133,6 +168,17 @@ class MatchOut(BaseModel):
         description="this match, for reporting its outcome (POST /v1/outcomes)",
         examples=["AQAAAAAAAAAqAAAAAAAAAAFnTbWA3q2-7w8uX8z1bWQkC4xG3A"],
     )
+    listed_time: float | None = Field(
+        default=None,
+        description="a listed video found by an image: when (seconds) the matching frame shows",
+    )
+    query_time: float | None = Field(
+        default=None,
+        description="a listed image found in a query video: when (seconds) the frame shows",
+    )
+    video: VideoMatchOut | None = Field(
+        default=None, description="a listed video found by a query video: both sides' scores"
+    )
 
     @classmethod
     def of(cls, hit: Hit, organisation: str | None, stamp: Stamp) -> MatchOut:
@@ -154,6 +200,9 @@ class MatchOut(BaseModel):
             suppressed_by=hit.suppressed_by,
             origin=match.origin,
             match_id=stamp.match_id(match),
+            listed_time=match.listed_time,
+            query_time=match.query_time,
+            video=None if match.video is None else VideoMatchOut.of(match.video),
         )
 
 

@@ -34,8 +34,12 @@ from hashmatch.signals.types import (
     Turn,
     Variant,
 )
+from hashmatch.signals.vpdq import Vpdq
 
-for _builtin in (PDQ, PHASH, MD5, SHA256):
+#: Videos: a bag of PDQ frame hashes (Meta's vPDQ), its frames in the PDQ index.
+VPDQ: Final = Vpdq()
+
+for _builtin in (PDQ, PHASH, MD5, SHA256, VPDQ):
     register(_builtin)
 
 #: What ``hashmatch hash`` computes unless told otherwise.
@@ -66,6 +70,7 @@ __all__ = [
     "SHA256",
     "TRIMMED",
     "VARIANT_PENALTY",
+    "VPDQ",
     "Hash",
     "IndexKind",
     "Query",

@@ -66,6 +66,6 @@ def query_hashes(
     for signal in all_signals():
         if signal.source is Source.PIXELS:
             queries += signal.query(decoded.image, pictures)
-        else:
+        elif signal.source is Source.BYTES:
             queries.append(Query(signal.hash_bytes(data)))
     return decoded, queries

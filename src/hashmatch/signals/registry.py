@@ -82,5 +82,10 @@ def all_signals() -> tuple[SignalType, ...]:
 
 
 def hamming_signals() -> tuple[SignalType, ...]:
-    """The signal types matched within a distance threshold."""
-    return tuple(s for s in _REGISTRY.values() if s.index_kind is IndexKind.HAMMING)
+    """The signal types matched within a distance threshold (videos' frames included)."""
+    return tuple(s for s in _REGISTRY.values() if s.perceptual)
+
+
+def indexed_signals() -> tuple[SignalType, ...]:
+    """The signal types with an index of their own (all but videos, whose frames are PDQ)."""
+    return tuple(s for s in _REGISTRY.values() if s.indexed)

@@ -27,11 +27,15 @@ _HEX_DIGITS = frozenset(string.hexdigits.lower())
 class IndexKind(StrEnum):
     HAMMING = "hamming"  # matched within a distance threshold
     EXACT = "exact"  # matched by equality (digests)
+    #: A bag of PDQ frame hashes (a video): its frames go into the PDQ index under frame ids,
+    #: and a threshold is the distance at which two frames match.
+    FRAMES = "frames"
 
 
 class Source(StrEnum):
     PIXELS = "pixels"  # computed from the decoded image
     BYTES = "bytes"  # computed from the submitted bytes, without decoding
+    VIDEO = "video"  # computed from a video's decoded frames
 
 
 @runtime_checkable
@@ -93,7 +97,13 @@ class SignalType(Protocol):
 
     @property
     def perceptual(self) -> bool:
-        return self.index_kind is IndexKind.HAMMING
+        """Matched within a distance threshold (a hash, or a video's frames)."""
+        return self.index_kind is not IndexKind.EXACT
+
+    @property
+    def indexed(self) -> bool:
+        """Has an index of its own (a video's frames live in the PDQ index)."""
+        return self.index_kind is not IndexKind.FRAMES
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Sent to another process (parallel hashing), a signal type comes back as the one

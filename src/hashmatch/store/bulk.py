@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-#: (algorithm, hash bytes, reference, labels)
-EntryTuple = tuple[str, bytes, str | None, tuple[str, ...]]
+#: (algorithm, hash bytes, reference, labels, a video's packed frames or None)
+EntryTuple = tuple[str, bytes, str | None, tuple[str, ...], bytes | None]
 
-_COLUMNS = "list_id, algorithm, hash, reference, labels, added_at, added_by, added_change"
+_COLUMNS = "list_id, algorithm, hash, reference, labels, added_at, added_by, added_change, frames"
 _CONFLICT = "ON CONFLICT (list_id, algorithm, hash) WHERE withdrawn_at IS NULL DO NOTHING"
 
 
@@ -48,10 +48,10 @@ def _sqlite(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> None:
     raw: Any = conn.connection.dbapi_connection
     shared = (stamp, added.by, added.cursor)
     raw.executemany(
-        f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) {_CONFLICT}",  # noqa: S608 - constants only
+        f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) {_CONFLICT}",  # noqa: S608 - constants only
         [
-            (added.list_id, algorithm, value, reference, json.dumps(list(labels)), *shared)
-            for algorithm, value, reference, labels in rows
+            (added.list_id, algorithm, value, reference, json.dumps(list(labels)), *shared, frames)
+            for algorithm, value, reference, labels, frames in rows
         ],
     )
 
@@ -61,24 +61,26 @@ def _postgresql(conn: Connection, rows: Sequence[EntryTuple], added: Added) -> N
     with raw.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS hashmatch_import "
-            "(algorithm text, hash bytea, reference text, labels text) ON COMMIT DROP"
+            "(algorithm text, hash bytea, reference text, labels text, frames bytea) "
+            "ON COMMIT DROP"
         )
         with cur.copy(
-            "COPY hashmatch_import (algorithm, hash, reference, labels) FROM STDIN"
+            "COPY hashmatch_import (algorithm, hash, reference, labels, frames) FROM STDIN"
         ) as copy:
-            for algorithm, value, reference, labels in rows:
-                copy.write_row((algorithm, value, reference, json.dumps(list(labels))))
+            for algorithm, value, reference, labels, frames in rows:
+                copy.write_row((algorithm, value, reference, json.dumps(list(labels)), frames))
         cur.execute(
             f"INSERT INTO entries ({_COLUMNS}) "  # noqa: S608 - constants only
-            "SELECT %s, algorithm, hash, reference, labels::json, %s, %s, %s "
+            "SELECT %s, algorithm, hash, reference, labels::json, %s, %s, %s, frames "
             f"FROM hashmatch_import {_CONFLICT}",
             (added.list_id, added.at, added.by, added.cursor),
         )
         cur.execute("TRUNCATE hashmatch_import")
 
 
-#: (algorithm, hash bytes, reference, labels, added at, origin id): a mirrored entry.
-MirroredTuple = tuple[str, bytes, str | None, tuple[str, ...], dt.datetime, int]
+#: (algorithm, hash bytes, reference, labels, added at, origin id, packed frames or None): a
+#: mirrored entry.
+MirroredTuple = tuple[str, bytes, str | None, tuple[str, ...], dt.datetime, int, bytes | None]
 _MIRRORED = _COLUMNS + ", origin_id"
 
 
@@ -95,7 +97,7 @@ def insert_mirrored(
     if conn.dialect.name != "postgresql":
         stamps: dict[dt.datetime, str] = {}
         raw.executemany(
-            f"INSERT INTO entries ({_MIRRORED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608 - constants only
+            f"INSERT INTO entries ({_MIRRORED}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "  # noqa: S608 - constants only
             "ON CONFLICT DO NOTHING",
             [
                 (
@@ -107,28 +109,31 @@ def insert_mirrored(
                     stamps.get(at) or stamps.setdefault(at, _sqlite_time(at)),
                     by,
                     cursor,
+                    frames,
                     origin_id,
                 )
-                for algorithm, value, reference, labels, at, origin_id in rows
+                for algorithm, value, reference, labels, at, origin_id, frames in rows
             ],
         )
         return
     with raw.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS hashmatch_mirrored (algorithm text, hash bytea, "
-            "reference text, labels text, added_at timestamptz, origin_id bigint) ON COMMIT DROP"
+            "reference text, labels text, added_at timestamptz, origin_id bigint, frames bytea) "
+            "ON COMMIT DROP"
         )
         with cur.copy(
-            "COPY hashmatch_mirrored (algorithm, hash, reference, labels, added_at, origin_id) "
-            "FROM STDIN"
+            "COPY hashmatch_mirrored "
+            "(algorithm, hash, reference, labels, added_at, origin_id, frames) FROM STDIN"
         ) as copy:
-            for algorithm, value, reference, labels, at, origin_id in rows:
+            for algorithm, value, reference, labels, at, origin_id, frames in rows:
                 copy.write_row(
-                    (algorithm, value, reference, json.dumps(list(labels)), at, origin_id)
+                    (algorithm, value, reference, json.dumps(list(labels)), at, origin_id, frames)
                 )
         cur.execute(
             f"INSERT INTO entries ({_MIRRORED}) "  # noqa: S608 - constants only
-            "SELECT %s, algorithm, hash, reference, labels::json, added_at, %s, %s, origin_id "
+            "SELECT %s, algorithm, hash, reference, labels::json, added_at, %s, %s, frames, "
+            "origin_id "
             "FROM hashmatch_mirrored ON CONFLICT DO NOTHING",
             (list_id, by, cursor),
         )

@@ -21,6 +21,9 @@ from hashmatch.store.records import EntryRow, ImportReport
 from hashmatch.store.schema import entries
 
 IMPORT_BATCH: Final = 20_000
+#: A live entry as the matcher loads it: id, list id, algorithm, hash, reference, labels as
+#: JSON text, origin id, a video's packed frames.
+LiveRow = tuple[int, int, str, bytes, str | None, str, int | None, bytes | None]
 #: Hashes per ``IN (...)`` lookup: under SQLite's oldest limit of 999 bound parameters.
 LOOKUP_CHUNK: Final = 900
 
@@ -75,7 +78,9 @@ class Entries(EntryRepository):
                         report.skip_withdrawn(row)
                         continue
                     value = row.hash
-                    kept.append((value.algorithm.name, value.value, row.reference, row.labels))
+                    kept.append(
+                        (value.algorithm.name, value.value, row.reference, row.labels, row.frames)
+                    )
                 valid += len(kept)
                 insert_entries(conn, kept, stamp)
                 batch.clear()
@@ -175,11 +180,10 @@ class Entries(EntryRepository):
             for r in conn.execution_options(yield_per=10_000).execute(query).mappings():
                 yield entry_row(r)
 
-    def live_rows(
-        self, *, upto_cursor: int | None = None
-    ) -> Iterator[tuple[int, int, str, bytes, str | None, str, int | None]]:
+    def live_rows(self, *, upto_cursor: int | None = None) -> Iterator[LiveRow]:
         """Every live entry as plain columns (id, list id, algorithm, hash, reference, labels
-        as JSON text, origin id): the matcher's bulk load, without an object per row."""
+        as JSON text, origin id, a video's packed frames): the matcher's bulk load, without an
+        object per row."""
         query = (
             select(
                 entries.c.id,
@@ -189,6 +193,7 @@ class Entries(EntryRepository):
                 entries.c.reference,
                 cast(entries.c.labels, Text),
                 entries.c.origin_id,
+                entries.c.frames,
             )
             .where(entries.c.withdrawn_at.is_(None))
             .order_by(entries.c.id)
@@ -198,7 +203,17 @@ class Entries(EntryRepository):
         with self._database.engine.connect() as conn:
             for row in conn.execution_options(yield_per=50_000).execute(query):
                 origin_id = None if row[6] is None else int(row[6])
-                yield int(row[0]), int(row[1]), row[2], bytes(row[3]), row[4], row[5], origin_id
+                frames = None if row[7] is None else bytes(row[7])
+                yield (
+                    int(row[0]),
+                    int(row[1]),
+                    row[2],
+                    bytes(row[3]),
+                    row[4],
+                    row[5],
+                    origin_id,
+                    frames,
+                )
 
     def mirrored(self, list_id: int) -> list[tuple[int, str, bytes]]:
         """A mirror's live entries as (origin id, algorithm, hash): what ``verify`` digests."""
@@ -235,6 +250,7 @@ def entry_row(r: Any) -> EntryRow:
         added_at=r["added_at"],
         withdrawn_at=r["withdrawn_at"],
         origin_id=r.get("origin_id"),
+        frames=None if r.get("frames") is None else bytes(r["frames"]),
     )
 
 
@@ -249,4 +265,4 @@ def _checked_row(row: HashRow | RowError) -> HashRow | RowError:
         return RowError(row.line, exc.message)
     if reference == row.reference and labels == row.labels:
         return row
-    return HashRow(row.line, row.hash, reference, labels)
+    return HashRow(row.line, row.hash, reference, labels, row.frames)

@@ -8,6 +8,11 @@ into the ids it withdrew with their reason class. At the change that recorded th
 sends the list whole instead (``snapshot``: every live entry now), so a subscriber never needs
 the history before it, and a list left and accepted again is sent whole again.
 
+A video entry carries its packed frames (see :mod:`hashmatch.exchange.wire`), so pages are
+bounded by bytes as well as by entries: a change's entries stop at the one whose frames would
+take the page past its frame budget (never its first entry), and the cursor says exactly which
+entry was last, as when the entry budget runs out.
+
 Everything is idempotent on the subscriber's side (entries by their id here), so a page sent
 twice, or an entry sent in a snapshot and again by a later change, changes nothing.
 
@@ -20,16 +25,23 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, Text, and_, cast, or_, select
+from sqlalchemy import ColumnElement, Connection, Text, and_, cast, func, or_, select
 
 from hashmatch import signals
 from hashmatch.exchange import tlp as tlp_labels
-from hashmatch.exchange.wire import FeedCursor, entry_digest, meta_dict
+from hashmatch.exchange.wire import (
+    MAX_PAGE_FRAME_BYTES,
+    FeedCursor,
+    encode_frames,
+    entry_digest,
+    meta_dict,
+)
 from hashmatch.store.database import Database
+from hashmatch.store.entries import LOOKUP_CHUNK
 from hashmatch.store.lists import Lists
 from hashmatch.store.records import ListInfo
 from hashmatch.store.schema import changes, entries, list_shares, organisations
@@ -56,6 +68,8 @@ class FeedPage:
     lists: list[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     entries: int = 0
+    #: Packed frames of the video entries it carries.
+    frame_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -106,7 +120,11 @@ class Feed:
         cursor: FeedCursor,
         limit: int,
         subscriber_instance: str | None = None,
+        *,
+        frame_bytes: int = MAX_PAGE_FRAME_BYTES,
     ) -> FeedPage:
+        """The events after ``cursor``: at most ``limit`` entries, and no more packed video
+        frames than ``frame_bytes`` unless a single entry has more."""
         # Read before the lists: a list accepted meanwhile has its acceptance after ``latest``,
         # so the cursor never passes the change that sends it whole.
         latest = self._latest()
@@ -119,13 +137,13 @@ class Feed:
         with self._database.engine.connect() as conn:
             for change in self._changes(conn, received, cursor.change):
                 start = cursor.entry if change.cursor == cursor.change else -1
-                done = _Writer(page, received[change.list_id], change.cursor, limit)
+                done = _Writer(page, received[change.list_id], change.cursor, limit, frame_bytes)
                 complete = done.write(conn, change.kind, start)
                 if not complete:
                     page.more = True
                     return page
                 page.cursor = FeedCursor(change.cursor + 1, -1)
-                if page.entries >= limit:
+                if page.entries >= limit or page.frame_bytes >= frame_bytes:
                     page.more = True
                     return page
         page.cursor = max(page.cursor, FeedCursor(latest + 1, -1))
@@ -173,6 +191,18 @@ class Feed:
         return None
 
 
+def _frames(conn: Connection, ids: list[int]) -> dict[int, bytes]:
+    """The packed frames of the video entries ``ids`` (read apart from the page's rows, and
+    only for those that fit: an entry is never deleted and its frames never change, so they
+    are there)."""
+    found: dict[int, bytes] = {}
+    for start in range(0, len(ids), LOOKUP_CHUNK):
+        chunk = ids[start : start + LOOKUP_CHUNK]
+        query = select(entries.c.id, entries.c.frames).where(entries.c.id.in_(chunk))
+        found.update((int(i), bytes(f)) for i, f in conn.execute(query) if f is not None)
+    return found
+
+
 @functools.lru_cache(maxsize=64)
 def _formatter(algorithm: str) -> Callable[[bytes], str]:
     return signals.get(algorithm).format
@@ -201,13 +231,16 @@ def wire_name(info: ListInfo) -> str:
 
 
 class _Writer:
-    """Writes one change's events into a page, within the page's entry budget."""
+    """Writes one change's events into a page, within the page's entry and frame budgets."""
 
-    def __init__(self, page: FeedPage, received: Received, change: int, limit: int) -> None:
+    def __init__(
+        self, page: FeedPage, received: Received, change: int, limit: int, frame_bytes: int
+    ) -> None:
         self._page = page
         self._received = received
         self._change = change
         self._limit = limit
+        self._frame_bytes = frame_bytes
 
     def write(self, conn: Connection, kind: str, start: int) -> bool:
         """Events of this change after entry id ``start``; False if the page filled first."""
@@ -229,7 +262,7 @@ class _Writer:
         else:
             condition = entries.c.withdrawn_change == self._change
         room = self._limit - self._page.entries
-        if room <= 0:
+        if room <= 0 or (self._page.entries and self._page.frame_bytes >= self._frame_bytes):
             return False
         rows = conn.execute(
             select(
@@ -241,6 +274,8 @@ class _Writer:
                 cast(entries.c.labels, Text),
                 cast(entries.c.added_at, Text),
                 entries.c.withdrawal_class,
+                # The frames' size only: their bytes are read for the entries that fit.
+                func.length(entries.c.frames),
             )
             .where(condition, entries.c.id > start)
             .order_by(entries.c.id)
@@ -248,6 +283,12 @@ class _Writer:
         ).all()
         complete = len(rows) <= room
         rows = rows[:room]
+        frames: dict[int, bytes] = {}
+        if kind != "withdraw":
+            fitting = self._fitting(rows)
+            complete = complete and fitting == len(rows)
+            rows = rows[:fitting]
+            frames = _frames(conn, [int(r[0]) for r in rows if r[7] is not None])
         if kind == "withdraw":
             self._event(
                 {"type": "withdraw", "list": wire_name(info)},
@@ -255,16 +296,18 @@ class _Writer:
             )
         else:
             by_algorithm: dict[str, list[list[Any]]] = {}
-            for entry_id, algorithm, value, reference, labels, added_at, _ in rows:
-                by_algorithm.setdefault(algorithm, []).append(
-                    [
-                        entry_id,
-                        _formatter(algorithm)(bytes(value)),
-                        reference,
-                        _labels(labels),
-                        _epoch(added_at),
-                    ]
-                )
+            for entry_id, algorithm, value, reference, labels, added_at, _, _ in rows:
+                item = [
+                    entry_id,
+                    _formatter(algorithm)(bytes(value)),
+                    reference,
+                    _labels(labels),
+                    _epoch(added_at),
+                ]
+                packed = frames.get(entry_id)
+                if packed is not None:
+                    item.append(encode_frames(packed))
+                by_algorithm.setdefault(algorithm, []).append(item)
             for algorithm, items in by_algorithm.items():
                 self._event({"type": "add", "list": wire_name(info), "algorithm": algorithm}, items)
         if rows:
@@ -272,6 +315,19 @@ class _Writer:
         if complete and snapshot:
             self._page.events.append({"type": "snapshot_end", "list": wire_name(info)})
         return complete
+
+    def _fitting(self, rows: Sequence[Any]) -> int:
+        """How many of ``rows`` (their frames' sizes last) fit the page's frame budget,
+        counting them in; a page's first entry always fits."""
+        taken = 0
+        for row in rows:
+            size = int(row[7] or 0)
+            over = size and self._page.frame_bytes + size > self._frame_bytes
+            if over and (self._page.entries or taken):
+                break
+            self._page.frame_bytes += size
+            taken += 1
+        return taken
 
     def _list_event(self, snapshot: bool) -> None:
         info = self._received.info

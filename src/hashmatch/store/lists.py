@@ -16,7 +16,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from hashmatch import fields
 from hashmatch.errors import Conflict, InvalidField, NotFound, ReadOnlyMirror
 from hashmatch.exchange import tlp as tlp_labels
-from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
+from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds, is_tightened
 from hashmatch.store.audit import AuditLog
 from hashmatch.store.changes import ChangeLog
 from hashmatch.store.database import Database, new_id, utcnow
@@ -340,10 +340,12 @@ class Lists:
 
 
 def mirror_thresholds(origin: dict[str, Any], local: dict[str, int]) -> dict[str, int]:
-    """A mirror's thresholds: the origin's, tightened where the local operator set lower."""
+    """A mirror's thresholds: the origin's, tightened where the local operator set stricter
+    ones (a lower distance, a higher video percentage)."""
     thresholds = dict(origin.get("thresholds", {}))
     for name, value in local.items():
-        thresholds[name] = min(value, thresholds.get(name, value))
+        current = thresholds.get(name, value)
+        thresholds[name] = value if is_tightened(name, value, current) else current
     return thresholds
 
 

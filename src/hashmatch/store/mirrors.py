@@ -214,7 +214,15 @@ class Mirrors:
             return
         add_change, _ = self._changes_of(conn, mirror)
         rows = [
-            (e.hash.algorithm.name, e.hash.value, e.reference, e.labels, e.added_at, e.origin_id)
+            (
+                e.hash.algorithm.name,
+                e.hash.value,
+                e.reference,
+                e.labels,
+                e.added_at,
+                e.origin_id,
+                e.frames,
+            )
             for e in added
         ]
         by = ACTOR_PREFIX + str(mirror.origin.get("peer"))

@@ -179,6 +179,8 @@ class EntryRow:
     added_at: dt.datetime
     withdrawn_at: dt.datetime | None = None
     origin_id: int | None = None
+    #: A video entry's frames, packed (:func:`hashmatch.signals.vpdq.pack_frames`).
+    frames: bytes | None = None
 
     def report(self) -> EntryOut:
         return EntryOut(

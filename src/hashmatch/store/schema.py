@@ -117,6 +117,9 @@ entries = Table(
     Column("withdrawal_class", String(32), nullable=True),
     # A mirrored entry: its id on the origin instance (what makes applying a page idempotent).
     Column("origin_id", BigInteger, nullable=True),
+    # A video (vpdq) entry's frames, packed (hashmatch.signals.vpdq.pack_frames); its ``hash``
+    # is their SHA-256. Null for every other entry.
+    Column("frames", LargeBinary, nullable=True),
     Index("ix_entries_added_change", "added_change"),
     Index("uq_entries_list_origin_id", "list_id", "origin_id", unique=True),
     # A list's entries in id order (a peer feed's snapshot pages), without a sort.

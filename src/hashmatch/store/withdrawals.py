@@ -223,11 +223,13 @@ def _tombstones(conn: Connection, names: _Names) -> list[EntryTuple]:
     columns = (entries.c.id, entries.c.algorithm, entries.c.hash, entries.c.reference)
     dead = entries.c.withdrawn_at.is_not(None)
     for condition in names.conditions(live=False):
-        query = select(*columns, entries.c.labels).where(condition & dead)
-        for entry_id, algorithm, value, reference, labels in conn.execute(query):
+        query = select(*columns, entries.c.labels, entries.c.frames).where(condition & dead)
+        for entry_id, algorithm, value, reference, labels, frames in conn.execute(query):
             key = (algorithm, bytes(value))
             if key not in latest or latest[key][0] < entry_id:
-                latest[key] = (entry_id, (algorithm, bytes(value), reference, tuple(labels or ())))
+                packed = None if frames is None else bytes(frames)
+                row = (algorithm, bytes(value), reference, tuple(labels or ()), packed)
+                latest[key] = (entry_id, row)
     return [row for _, row in latest.values()]
 
 
