@@ -4,12 +4,15 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from dbs import BACKENDS, database
+from hashmatch.store import Store
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -76,3 +79,19 @@ def run_hashmatch(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(params=BACKENDS)
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
+    """The exchange tests' two instances: an origin (SQLite) and a subscriber of the
+    parametrised backend, which has the origin as its peer ``ncc``."""
+    with database(request.param, tmp_path / "subscriber") as url:
+        (tmp_path / "subscriber").mkdir(exist_ok=True)
+        origin = Store.open(f"sqlite:///{tmp_path / 'origin.db'}", instance="ncc")
+        subscriber = Store.open(url, instance="kcsc")
+        subscriber.peers.add(
+            "ncc", url="http://127.0.0.1:1", secret="hm_x", organisation="kcsc", actor="t"
+        )
+        yield origin, subscriber
+        origin.close()
+        subscriber.close()

@@ -8,7 +8,6 @@ version with faults on the wire is ``test_exchange_e2e.py``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,6 @@ from hashmatch.matching.policy import DEFAULT_BOUNDS
 from hashmatch.matching.state import MatchState
 from hashmatch.signals import Hash
 from hashmatch.store import Store
-
-
-@pytest.fixture(params=BACKENDS)
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    """An origin (SQLite) and a subscriber of the parametrised backend."""
-    with database(request.param, tmp_path / "subscriber") as url:
-        (tmp_path / "subscriber").mkdir(exist_ok=True)
-        origin = Store.open(f"sqlite:///{tmp_path / 'origin.db'}", instance="ncc")
-        subscriber = Store.open(url, instance="kcsc")
-        subscriber.peers.add(
-            "ncc", url="http://127.0.0.1:1", secret="hm_x", organisation="kcsc", actor="t"
-        )
-        yield origin, subscriber
-        origin.close()
-        subscriber.close()
 
 
 def rows(hexes: list[str], prefix: str = "R") -> list[Any]:

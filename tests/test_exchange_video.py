@@ -9,7 +9,7 @@ into a subscriber's mirrors, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import orjson
 import pytest
 
 from conftest import random_hexes
-from dbs import BACKENDS, database
 from hashmatch import signals
 from hashmatch.errors import PeerRefused
 from hashmatch.exchange.fetcher import local_digest
@@ -48,21 +47,6 @@ from hashmatch.signals.vpdq import (
 from hashmatch.store import Store
 
 VPDQ = "vpdq"
-
-
-@pytest.fixture(params=BACKENDS)
-def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, Store]]:
-    """An origin (SQLite) and a subscriber of the parametrised backend."""
-    with database(request.param, tmp_path / "subscriber") as url:
-        (tmp_path / "subscriber").mkdir(exist_ok=True)
-        origin = Store.open(f"sqlite:///{tmp_path / 'origin.db'}", instance="ncc")
-        subscriber = Store.open(url, instance="kcsc")
-        subscriber.peers.add(
-            "ncc", url="http://127.0.0.1:1", secret="hm_x", organisation="kcsc", actor="t"
-        )
-        yield origin, subscriber
-        origin.close()
-        subscriber.close()
 
 
 def frames_of(count: int, seed: int) -> list[FrameHash]:

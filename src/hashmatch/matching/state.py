@@ -321,21 +321,34 @@ class MatchState:
             threshold -= penalty
         if distance > threshold:
             return None
-        return Match(
-            info.name,
-            info.id,
-            info.owner,
-            info.kind,
-            info.category,
-            entry_id,
-            meta.reference,
-            meta.labels,
-            signal,
-            distance,
-            threshold,
-            None if info.origin is None else origin_of(info, meta),
-            listed_time,
-        )
+        return entry_match(info, meta, entry_id, signal, distance, threshold, listed_time)
+
+
+def entry_match(
+    info: ListInfo,
+    meta: EntryMeta,
+    entry_id: int,
+    signal: SignalType,
+    distance: int,
+    threshold: int,
+    listed_time: float | None = None,
+) -> Match:
+    """A hit on entry ``entry_id`` of list ``info``, as every search reports it."""
+    return Match(
+        info.name,
+        info.id,
+        info.owner,
+        info.kind,
+        info.category,
+        entry_id,
+        meta.reference,
+        meta.labels,
+        signal,
+        distance,
+        threshold,
+        None if info.origin is None else origin_of(info, meta),
+        listed_time,
+    )
 
 
 def origin_of(info: ListInfo, meta: EntryMeta) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from hashmatch.matching.frames import is_frame, split_frame_id
 from hashmatch.matching.policy import VIDEO_PERCENTS
-from hashmatch.matching.state import Match, MatchState, VideoScore, origin_of
+from hashmatch.matching.state import Match, MatchState, VideoScore, entry_match
 from hashmatch.matching.verdict import Hit
 from hashmatch.signals import PDQ, VARIANT_PENALTY, Hash, SignalType, get
 from hashmatch.signals.vpdq import QUALITY_CUTOFF, FrameHash
@@ -144,20 +144,7 @@ def search_video(
                 threshold -= VARIANT_PENALTY
             if distance > threshold:
                 continue
-            match = Match(
-                info.name,
-                info.id,
-                info.owner,
-                info.kind,
-                info.category,
-                entry_id,
-                meta.reference,
-                meta.labels,
-                signal,
-                distance,
-                threshold,
-                None if info.origin is None else origin_of(info, meta),
-            )
+            match = entry_match(info, meta, entry_id, signal, distance, threshold)
             # The guard keeps anchors per listed frame, not per video: frames of one video
             # are not near-duplicates of each other.
             frame_matches[position].append(replace(match, entry_id=index_id))
