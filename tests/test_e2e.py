@@ -173,3 +173,36 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_videos_end_to_end_and_across_a_restart(tmp_path: Path) -> None:
+    """A real service hashes a video, lists it, matches a clip of it and a still from it, and
+    after a restart (from its snapshot) still does."""
+    from videos import encode_video, panning_frames
+
+    env = {"HASHMATCH_DATA_DIR": str(tmp_path / "index")}
+    env.update({k: "" for k in ("HASHMATCH_DATABASE_URL",) if k in os.environ})
+    key = make_key(env, "kcsc")
+    auth = {"Authorization": f"Bearer {key}"}
+    frames = list(panning_frames(16, 10, seed=4))
+    original = encode_video(iter(frames), 10)
+    clip = encode_video(iter(frames[60:130]), 10)
+    mp4 = {**auth, "Content-Type": "video/mp4"}
+    with serve(env) as base:
+        httpx.post(f"{base}/v1/lists", json={"name": "v", "category": "ncii"}, headers=auth)
+        hashed = httpx.post(f"{base}/v1/hash", content=original, headers=mp4, timeout=30)
+        assert hashed.status_code == 200, hashed.text
+        entry = {"algorithm": "vpdq", "frames": hashed.json()["video"]["frames"], "reference": "r"}
+        added = httpx.post(f"{base}/v1/lists/v/entries", json={"entries": [entry]}, headers=auth)
+        assert added.json()["added"] == 1
+        deadline = time.monotonic() + 5
+        while not httpx.post(f"{base}/v1/match", content=clip, headers=mp4, timeout=30).json()[
+            "match"
+        ]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with serve(env) as base:
+        result = httpx.post(f"{base}/v1/match", content=clip, headers=mp4, timeout=30).json()
+        assert result["match"] is True and result["matches"][0]["reference"] == "r"
+        ranges = result["matches"][0]["video"]["listed_ranges"]
+        assert ranges and 5 <= ranges[0][0] <= 7

@@ -29,11 +29,23 @@ def panning_frames(
     scene: np.ndarray = np.zeros((0, 0, 3), np.uint8)
     for i in range(count):
         if i % per_scene == 0:
-            scene = np.asarray(natural_image(width * 2, height * 2, seed=seed * 1000 + i))
+            scene = _busy_scene(width * 2, height * 2, seed * 1000 + i)
         t = (i % per_scene) / per_scene
         x = int((scene.shape[1] - width) * t)
         y = int((scene.shape[0] - height) * t / 2)
         yield scene[y : y + height, x : x + width]
+
+
+def _busy_scene(width: int, height: int, seed: int) -> Frame:
+    """A natural-looking picture with the detail of real footage (many edges at many scales):
+    smooth pictures give PDQ hashes of low quality, which vPDQ leaves out."""
+    pixels = np.array(natural_image(width, height, seed=seed))
+    rng = np.random.default_rng(seed)
+    for _ in range(120):
+        w, h = (int(v) for v in rng.integers(8, 90, 2))
+        x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        pixels[y : y + h, x : x + w] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return pixels
 
 
 def encode_video(
