@@ -361,3 +361,29 @@ def test_match_a_video(media: Path, hm: Hashmatch, tmp_path: Path) -> None:
     corrupt.write_bytes(listed.read_bytes()[:2000])
     failed = hm("match", corrupt)
     assert failed.returncode == 65 and str(corrupt).encode() in failed.stderr
+
+
+def test_lists_set_their_video_rule(hm: Hashmatch) -> None:
+    created = ok(
+        hm(
+            "lists",
+            "create",
+            "whole-copies",
+            "--category",
+            "ncii",
+            "--owner",
+            "org",
+            "--vpdq-listed-percent",
+            "80",
+            "--vpdq-threshold",
+            "25",
+        )
+    )
+    thresholds = json.loads(created.stdout)["thresholds"]
+    assert thresholds["vpdq_listed_percent"] == 80 and thresholds["vpdq_query_percent"] == 50
+    assert thresholds["vpdq"] == 25
+    refused = hm(
+        "lists", "create", "bad", "--category", "ncii", "--owner", "org",
+        "--vpdq-query-percent", "101",
+    )  # fmt: skip
+    assert refused.returncode != 0 and b"percentage" in refused.stderr

@@ -19,12 +19,16 @@ if TYPE_CHECKING:
 
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
+    from hashmatch.matching.policy import VIDEO_PERCENTS
     from hashmatch.signals import hamming_signals
 
     thresholds = {
         signal.name: getattr(args, f"{signal.name}_threshold")
         for signal in hamming_signals()
         if getattr(args, f"{signal.name}_threshold", None) is not None
+    }
+    thresholds |= {
+        name: getattr(args, name) for name in VIDEO_PERCENTS if getattr(args, name) is not None
     }
     info = open_store(settings).lists.create(
         args.name,
@@ -218,6 +222,7 @@ def cmd_share(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
+    from hashmatch.matching.policy import VIDEO_PERCENTS
     from hashmatch.signals import hamming_signals
 
     lists_cmd = commands.add_parser("lists", help="create, import, export and withdraw lists")
@@ -246,6 +251,15 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
             f"--{signal.name}-threshold",
             type=int,
             help=f"{signal.name} distance threshold (default {signal.default_threshold})",
+        )
+    for name, default in VIDEO_PERCENTS.items():
+        side = "query's" if "query" in name else "listed video's"
+        create.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=int,
+            metavar="PERCENT",
+            help=f"share of the {side} distinct frames a video match needs (default {default})",
         )
     create.set_defaults(handler=cmd_create)
 
