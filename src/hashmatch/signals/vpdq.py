@@ -31,6 +31,7 @@ from typing import Any, Final
 import numpy as np
 
 from hashmatch.errors import HashFormatError
+from hashmatch.media.prefetch import prefetched
 from hashmatch.media.video import (
     DEFAULT_VIDEO_LIMITS,
     VideoFrame,
@@ -130,7 +131,9 @@ def hash_video(
     downsampled to ``side`` x ``side`` first when ``side`` is given. Raises a
     :class:`MediaError` on a video that cannot be decoded within ``limits``."""
     info, frames = sample_frames(data, seconds_per_hash, limits, side=side)
-    return VideoHash(tuple(hash_frames(frames)), info)
+    # Decoding runs ahead in its own thread while frames are hashed here: both release the
+    # GIL, so the two overlap on a second core (bench_video.py, speed part, measures it).
+    return VideoHash(tuple(hash_frames(prefetched(frames))), info)
 
 
 def _millisecond(seconds: float) -> float:
