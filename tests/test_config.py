@@ -61,7 +61,12 @@ def test_threshold_bounds_in_one_variable_or_one_per_signal_type() -> None:
     both = Settings.from_env(
         {"HASHMATCH_MAX_THRESHOLDS": "pdq=45", "HASHMATCH_MAX_THRESHOLD_PHASH": "6"}
     )
-    videos = {"vpdq": 31, "vpdq_query_percent": 50, "vpdq_listed_percent": 0}
+    videos = {
+        "vpdq": 31,
+        "vpdq_query_percent": 50,
+        "vpdq_listed_percent": 0,
+        "vpdq_contained_percent": 80,
+    }
     for settings in (listed, single, both):
         assert settings.max_thresholds == (("pdq", 45), ("phash", 6))
         assert settings.threshold_bounds.defaults() == {"pdq": 31, "phash": 6, **videos}

@@ -66,6 +66,7 @@ def test_create_list_and_its_checks(store: Store) -> None:
         "vpdq": 31,  # a video's frames, and the two shares of frames a video match needs
         "vpdq_query_percent": 50,
         "vpdq_listed_percent": 0,
+        "vpdq_contained_percent": 80,
     }
     assert info.owner == "ncc-tw" and info.shared_with == ("kcsc-kr",) and info.enabled
     with pytest.raises(Conflict):

@@ -175,8 +175,14 @@ def test_scores_match_the_oracle_on_random_videos(
     want_query, want_listed = oracle(query, listed, threshold)
     found = search_video(state, QueryFrames.of(query))
     videos = [hit for hit in found.hits if hit.match.video is not None]
-    if want_query == 0 or want_query < 50:
-        assert videos == []  # the default rule asks 50% of the query
+    distinct_listed = len({f.pdq for f in listed if f.quality >= 50})
+    listed_found = round(want_listed * distinct_listed / 100)
+    # The default rule: half the query's frames matched, or 80% of the listed video's (at
+    # least 3 frames) found inside a longer query.
+    copy = want_query >= 50
+    contained = want_listed >= 80 and listed_found >= 3
+    if want_query == 0 or not (copy or contained):
+        assert videos == []
     else:
         (hit,) = videos
         assert hit.match.video is not None
@@ -240,6 +246,35 @@ def test_each_lists_percentages_decide(url: str, tmp_path: Path) -> None:
     whole = QueryFrames.of(video(codes[2:38]))  # 90% of it
     names = {hit.match.list for hit in search_video(state, whole).hits}
     assert names == {"clip-ok", "whole-only"}
+
+
+def test_a_listed_video_inside_a_longer_upload_matches_by_its_share(
+    url: str, tmp_path: Path
+) -> None:
+    store = Store.open(url)
+    store.lists.create("compilations", owner="a", category="ncii", actor="t")
+    store.lists.create(
+        "copies-only",
+        owner="a",
+        category="ncii",
+        actor="t",
+        thresholds={"vpdq_contained_percent": 0},
+    )
+    listed = random_codes(10, seed=20)
+    add_video(store, "compilations", video(listed), "short")
+    add_video(store, "copies-only", video(listed), "short-2")
+    tiny = random_codes(2, seed=21)
+    add_video(store, "compilations", video(tiny), "two-frames")
+    state = loaded(store, tmp_path).state
+    # 9 of the listed video's 10 frames inside 50 others (and the two-frame video whole).
+    upload = random_codes(25, seed=22) + listed[:9] + tiny + random_codes(25, seed=23)
+    found = search_video(state, QueryFrames.of(video(upload)))
+    (hit,) = found.hits
+    assert hit.match.reference == "short" and hit.match.video is not None
+    assert hit.match.video.listed_percent == 90 and hit.match.video.query_percent < 20
+    # 7 of 10 is under the 80% share: nothing.
+    upload = random_codes(25, seed=22) + listed[:7] + random_codes(25, seed=23)
+    assert search_video(state, QueryFrames.of(video(upload))).hits == []
 
 
 def test_a_query_videos_frames_find_listed_images(url: str, tmp_path: Path) -> None:
@@ -314,3 +349,23 @@ def test_lookup_video_gives_one_verdict_with_allow_lists(url: str, tmp_path: Pat
 def test_ranges_join_frames_a_step_apart() -> None:
     assert ranges([0, 1, 2, 5, 6, 10], 1.0) == ((0, 2), (5, 6), (10, 10))
     assert ranges([], 1.0) == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "origin", "local", "kept"),
+    [
+        ("vpdq", 31, 25, 25),  # a lower distance tightens
+        ("vpdq", 25, 31, 25),
+        ("vpdq_query_percent", 50, 80, 80),  # a higher share tightens
+        ("vpdq_query_percent", 80, 50, 80),
+        ("vpdq_contained_percent", 80, 0, 0),  # off is strictest
+        ("vpdq_contained_percent", 0, 90, 0),
+        ("vpdq_contained_percent", 80, 90, 90),
+    ],
+)
+def test_a_mirror_only_tightens_its_origins_video_rule(
+    name: str, origin: int, local: int, kept: int
+) -> None:
+    from hashmatch.store.lists import mirror_thresholds
+
+    assert mirror_thresholds({"thresholds": {name: origin}}, {name: local}) == {name: kept}

@@ -252,14 +252,19 @@ def add_parser(commands: Any, actor_parent: argparse.ArgumentParser) -> None:
             type=int,
             help=f"{signal.name} distance threshold (default {signal.default_threshold})",
         )
+    meanings = {
+        "vpdq_query_percent": "share of the query's distinct frames a video match needs",
+        "vpdq_listed_percent": "share of the listed video's distinct frames it needs as well",
+        "vpdq_contained_percent": "or: share of the listed video's frames found inside a "
+        "longer upload (0: off)",
+    }
     for name, default in VIDEO_PERCENTS.items():
-        side = "query's" if "query" in name else "listed video's"
         create.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
             type=int,
             metavar="PERCENT",
-            help=f"share of the {side} distinct frames a video match needs (default {default})",
+            help=f"{meanings[name]} (default {default})",
         )
     create.set_defaults(handler=cmd_create)
 

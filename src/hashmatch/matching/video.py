@@ -34,6 +34,10 @@ from hashmatch.signals import PDQ, VARIANT_PENALTY, Hash, SignalType, get
 from hashmatch.signals.vpdq import QUALITY_CUTOFF, FrameHash
 from hashmatch.store import ListInfo
 
+#: A listed video found inside a longer upload by its share of frames alone needs at least
+#: this many of its frames found: a video of one or two distinct frames is an image, and is
+#: held to the two percentages like a copy.
+MIN_CONTAINED_FRAMES: Final = 3
 #: Matched frames further apart than this many sampling steps start a new matched stretch.
 RANGE_GAP_STEPS: Final = 1.5
 
@@ -188,15 +192,23 @@ def _scored(state: MatchState, query: QueryFrames, entry_id: int, tally: _Tally)
 
 
 def meets_rule(info: ListInfo, score: VideoScore) -> bool:
-    """Whether ``score`` reaches the list's two percentages (and at least one frame matched)."""
-    wanted_query = info.thresholds.get("vpdq_query_percent", VIDEO_PERCENTS["vpdq_query_percent"])
-    wanted_listed = info.thresholds.get(
-        "vpdq_listed_percent", VIDEO_PERCENTS["vpdq_listed_percent"]
-    )
+    """Whether ``score`` reaches the list's rule: both of its percentages (a copy, a trimmed
+    copy or a clip of the listed video), or else its containment share of the listed video's
+    frames, found inside a longer upload (a compilation), from at least
+    :data:`MIN_CONTAINED_FRAMES` frames."""
+    rule = {name: info.thresholds.get(name, default) for name, default in VIDEO_PERCENTS.items()}
+    if score.query_frames == 0:
+        return False
+    if (
+        score.query_percent >= rule["vpdq_query_percent"]
+        and score.listed_percent >= rule["vpdq_listed_percent"]
+    ):
+        return True
+    contained = rule["vpdq_contained_percent"]
     return (
-        score.query_frames > 0
-        and score.query_percent >= wanted_query
-        and score.listed_percent >= wanted_listed
+        contained > 0
+        and score.listed_frames >= MIN_CONTAINED_FRAMES
+        and score.listed_percent >= contained
     )
 
 

@@ -331,9 +331,10 @@ class _FFmpegSource(_Source):
     ) -> Iterator[VideoFrame]:
         fps, reformatter, number = self.info.fps, VideoReformatter(), 0
         try:
-            for packet in self.container.demux(self.stream):
+            decoder = self.stream.codec_context
+            for packet in self._packets():
                 _check_clock(started, limits, number)
-                for frame in packet.decode():
+                for frame in decoder.decode(packet):
                     _check_decoded(number, fps, frame.width, frame.height, limits)
                     if number % step == 0:
                         rgb = _to_rgb(reformatter, frame, side)
@@ -346,6 +347,26 @@ class _FFmpegSource(_Source):
             raise self._decode_error(exc, limits, started) from None
         finally:
             self.close()
+
+    def _packets(self) -> Iterator[Any]:
+        """The video stream's packets for the decoder, then ``None``: drain it.
+
+        Empty packets are left out. A demuxer hands one out for a frame that repeats the one
+        before (Ogg's Theora does for each frame its encoder found unchanged), and FFmpeg's
+        ``avcodec_send_packet`` refuses it with EINVAL: only a packet without a buffer means
+        "drain", and a demuxed one has a buffer. It gives no frame, and so takes no frame
+        number, as in Meta's reference: vpdq 0.2.5 hashes the corpus's Ogg video (249 video
+        packets, 7 of them empty) as frames 0-241 as this does, with the same qualities
+        (hashes 0.5 bits apart on average, 4 at most: its colour conversion is not the one
+        here), because its ``filehasher.cpp`` stores ``avcodec_send_packet(...) < 0`` (0 or
+        1, never negative) and so never sees the error; its later rewrite checks the error
+        and fails the whole video instead. The last packet of ``demux`` (PyAV's drain signal)
+        is empty too, hence the explicit ``None``.
+        """
+        for packet in self.container.demux(self.stream):
+            if packet.size:
+                yield packet
+        yield None
 
     def _decode_error(self, exc: Exception, limits: VideoLimits, started: float) -> HashmatchError:
         if time.monotonic() - started > limits.max_decode_seconds:
