@@ -173,6 +173,22 @@ def photo_dir() -> Path:
     return photos
 
 
+def video_dir() -> Path:
+    """The cached corpus of real videos (``manifest.tsv``: where each comes from, its codec,
+    size and licence), fetched on first use by the same recipe as the photos."""
+    videos = CACHE / "out" / "videos"
+    if not (videos / "manifest.tsv").is_file():
+        recipe = SHARED / "corpus" / "get_corpus.sh"
+        if not recipe.is_file():
+            sys.exit(f"no videos at {videos} and no recipe at {recipe}")
+        print(f"fetching the corpus (videos too) into {CACHE} (a few minutes)", file=sys.stderr)
+        env = dict(os.environ, SKIP_ASTRO="1", SKIP_CUTOUTS="1")
+        subprocess.run(
+            ["bash", str(recipe), str(CACHE / "work"), str(CACHE / "out")], check=True, env=env
+        )
+    return videos
+
+
 def image_files(
     folder: Path, min_pixels: int = 0, formats: Collection[str] | None = None
 ) -> list[Path]:

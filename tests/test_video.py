@@ -369,6 +369,14 @@ def test_sampling_at_25_fps_keeps_every_25th_frame(no_files: None) -> None:
     assert kept == [(0, 0.0), (25, 1.0), (50, 2.0), (75, 3.0)]
 
 
+def test_several_intervals_sample_the_union_of_their_frames(no_files: None) -> None:
+    data = encode_video(frames=60, rate=Fraction(25))
+    _, frames = sample_frames(data, (1.0, 0.1))  # steps 25 and int(2.5) = 2
+    assert [f.number for f in frames] == sorted({*range(0, 60, 2), 25, 50})
+    with pytest.raises(ValueError):
+        sample_frames(data, ())
+
+
 def test_sampling_at_ntsc_rate_rounds_the_step_down_as_meta_does(no_files: None) -> None:
     data = encode_video(frames=90, rate=Fraction(30000, 1001))
     info, frames = sample_frames(data, 1.0)
@@ -832,3 +840,33 @@ def test_video_errors_have_codes_http_statuses_and_exit_codes() -> None:
     ):
         assert isinstance(error, MediaError)
         assert (error.code, status_for(error), exit_code_for(error)) == (code, status, 65)
+
+
+# --- empty packets (Ogg's Theora) -------------------------------------------------------------
+
+THEORA_CUT = Path(__file__).resolve().parent / "data" / "video" / "movie-hello-theora-cut.ogg"
+
+
+def test_empty_theora_packets_are_skipped_and_numbered_as_meta_does() -> None:
+    # A real Theora cut (tests/data/video/README.md): 12 packets, 2 of them empty, with times.
+    data = THEORA_CUT.read_bytes()
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.pts is not None]
+        empty = [p for p in packets if p.size == 0]
+        assert (len(packets), len(empty)) == (12, 2)
+        # What the fix is for: FFmpeg refuses an empty packet that has a buffer.
+        with pytest.raises(av.error.ArgumentError):
+            stream.codec_context.decode(empty[0])
+    expected = parse_frames(THEORA_CUT.with_suffix(".vpdq-0.2.5.txt").read_text())
+    result = vpdq.hash_video(data, seconds_per_hash=0)
+    assert [f.number for f in result.frames] == [f.number for f in expected] == list(range(10))
+    for ours, theirs in zip(result.frames, expected, strict=True):
+        assert ours.quality == theirs.quality
+        assert ours.timestamp == pytest.approx(theirs.timestamp, abs=0.001)
+        bits = (int.from_bytes(ours.pdq, "big") ^ int.from_bytes(theirs.pdq, "big")).bit_count()
+        assert bits <= 8  # equal when written (vpdq 0.2.5, FFmpeg 8.1 in PyAV 18)
+    # Sampled, kept frames follow the decoded numbering: step int(0.1 * 29.97) = 2.
+    info, frames = sample_frames(data, 0.1)
+    assert (info.container, info.codec) == ("OGG", "theora")
+    assert [f.number for f in frames] == [0, 2, 4, 6, 8]

@@ -23,6 +23,7 @@ import pytest
 
 from conftest import DATA, encode, hashmatch_env, natural_image, run_hashmatch
 from hashmatch.cli import main
+from hashmatch.cli.hash import LISTING_INTERVALS
 from hashmatch.signals.vpdq import (
     format_frames,
     frames_digest,
@@ -138,7 +139,7 @@ def test_hash_folder_import_and_export_round_trip(media: Path, hm: Hashmatch) ->
     for name in ("clip.mp4", "other.mkv"):
         record = by_file[(name, "vpdq")]
         content = next(media.rglob(name)).read_bytes()
-        expected = hash_video(content).frames
+        expected = hash_video(content, seconds_per_hash=LISTING_INTERVALS).frames
         assert record["frames"] == format_frames(expected).splitlines()
         assert record["hash"] == frames_digest(expected).hex()
         assert record["bytes"] == len(content)
@@ -200,10 +201,18 @@ def test_hash_algorithms_apply_where_they_can(media: Path, hm: Hashmatch) -> Non
 
 def test_seconds_per_hash(media: Path, hm: Hashmatch) -> None:
     clip = media / "clip.mp4"
-    every = jsonl(ok(hm("hash", clip, "-a", "vpdq", "--seconds-per-hash", "0")).stdout)
-    default = jsonl(ok(hm("hash", clip, "-a", "vpdq")).stdout)
-    assert len(every[0]["frames"]) == 40  # type: ignore[arg-type]
-    assert len(default[0]["frames"]) == 4  # type: ignore[arg-type]
+
+    def numbers(*options: str) -> list[int]:
+        (record,) = jsonl(ok(hm("hash", clip, "-a", "vpdq", *options)).stdout)
+        frames = record["frames"]
+        assert isinstance(frames, list)
+        return [int(line.split(",")[0]) for line in frames]
+
+    assert numbers("--seconds-per-hash", "0") == list(range(40))
+    assert numbers("--seconds-per-hash", "1") == [0, 10, 20, 30]  # vPDQ's own
+    assert numbers("--seconds-per-hash", "1,0.5") == list(range(0, 40, 5))
+    # The listing default: a second and a tenth of a second apart (every frame at 10 fps).
+    assert numbers() == list(range(40))
     refused = hm("hash", clip, "--seconds-per-hash", "-1")
     assert refused.returncode == 2 and b"seconds per hash" in refused.stderr
 
@@ -211,7 +220,8 @@ def test_seconds_per_hash(media: Path, hm: Hashmatch) -> None:
 def test_vpdq_format_writes_metas_text(media: Path, hm: Hashmatch, tmp_path: Path) -> None:
     clip = media / "clip.mp4"
     single = ok(hm("hash", clip, "-f", "vpdq")).stdout.decode()
-    assert parse_frames(single) == hash_video(clip.read_bytes()).frames
+    listed = hash_video(clip.read_bytes(), seconds_per_hash=LISTING_INTERVALS)
+    assert parse_frames(single) == listed.frames
 
     several = hm("hash", media, "-f", "vpdq")
     assert several.returncode == 2 and b"-o DIR" in several.stderr

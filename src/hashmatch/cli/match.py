@@ -93,10 +93,11 @@ def _video_settings(settings: Settings, args: argparse.Namespace) -> Settings:
     options = video_options(
         settings, max_bytes=args.max_video_bytes, seconds_per_hash=args.seconds_per_hash
     )
+    # An upload is sampled at one interval, as the service samples it.
     return dataclasses.replace(
         settings,
         max_video_bytes=options.limits.max_bytes,
-        video_seconds_per_hash=options.seconds_per_hash,
+        video_seconds_per_hash=min(options.seconds_per_hash),
     )
 
 

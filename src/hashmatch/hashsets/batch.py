@@ -43,7 +43,7 @@ class VideoOptions:
 
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS
     #: One frame hashed every this many seconds; 0: every frame.
-    seconds_per_hash: float = 1.0
+    seconds_per_hash: tuple[float, ...] = (1.0,)
 
 
 DEFAULT_VIDEO_OPTIONS: Final = VideoOptions()

@@ -43,7 +43,7 @@ import math
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Final
@@ -173,27 +173,32 @@ def probe_video(data: bytes, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> Vide
 
 def sample_frames(
     data: bytes,
-    seconds_per_hash: float,
+    seconds_per_hash: float | Sequence[float],
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
     *,
     side: int | None = None,
 ) -> tuple[VideoInfo, Iterator[VideoFrame]]:
     """The video's declared info, and its frames sampled every ``seconds_per_hash`` seconds
     (0: every frame) as Meta's reference samples them, converted to RGB (``side`` x ``side``
-    when ``side`` is given).
+    when ``side`` is given). Several intervals sample the union of their frames: ``(1, 0.1)``
+    keeps vPDQ's frames a second apart and those a tenth of a second apart (a listing dense
+    enough for clips and stills cut anywhere, ``benchmarks/bench_video.py``).
 
     Header limits are checked here, before this returns; the others while iterating. The
     container is closed when the iterator is exhausted, fails, is closed, or is collected.
     """
-    if not (math.isfinite(seconds_per_hash) and seconds_per_hash >= 0):
+    intervals = (
+        (seconds_per_hash,) if isinstance(seconds_per_hash, int | float) else seconds_per_hash
+    )
+    if not intervals or not all(math.isfinite(s) and s >= 0 for s in intervals):
         raise ValueError(f"seconds_per_hash must be finite and >= 0, got {seconds_per_hash}")
     if side is not None and side < 1:
         raise ValueError(f"side must be a positive number of pixels, got {side}")
     started = time.monotonic()
     source = _open(data, limits, started)
-    step = max(1, int(seconds_per_hash * source.info.fps))
+    steps = tuple(sorted({max(1, int(s * source.info.fps)) for s in intervals}))
     try:
-        frames = source.frames(step, side, limits, started)
+        frames = source.frames(steps, side, limits, started)
     except BaseException:
         source.close()
         raise
@@ -214,7 +219,7 @@ class _Source:
         raise NotImplementedError
 
     def frames(
-        self, step: int, side: int | None, limits: VideoLimits, started: float
+        self, steps: tuple[int, ...], side: int | None, limits: VideoLimits, started: float
     ) -> Iterator[VideoFrame]:
         raise NotImplementedError
 
@@ -315,7 +320,7 @@ class _FFmpegSource(_Source):
         return VideoInfo(self.name, context.name, width, height, fps, duration, frames)
 
     def frames(
-        self, step: int, side: int | None, limits: VideoLimits, started: float
+        self, steps: tuple[int, ...], side: int | None, limits: VideoLimits, started: float
     ) -> Iterator[VideoFrame]:
         # Set before the decoder opens (at the first packet): its threads, and its own cap on
         # a frame's size, so that a stream growing mid-way is refused before it allocates.
@@ -324,10 +329,10 @@ class _FFmpegSource(_Source):
             self.stream.codec_context.options = {"max_pixels": str(limits.max_frame_pixels)}
         except Exception as exc:
             raise _as_media_error(exc, self.name) from None
-        return self._frames(step, side, limits, started)
+        return self._frames(steps, side, limits, started)
 
     def _frames(
-        self, step: int, side: int | None, limits: VideoLimits, started: float
+        self, steps: tuple[int, ...], side: int | None, limits: VideoLimits, started: float
     ) -> Iterator[VideoFrame]:
         fps, reformatter, number = self.info.fps, VideoReformatter(), 0
         try:
@@ -336,7 +341,7 @@ class _FFmpegSource(_Source):
                 _check_clock(started, limits, number)
                 for frame in decoder.decode(packet):
                     _check_decoded(number, fps, frame.width, frame.height, limits)
-                    if number % step == 0:
+                    if _sampled(number, steps):
                         rgb = _to_rgb(reformatter, frame, side)
                         yield VideoFrame(number, number / fps, rgb)
                     number += 1
@@ -418,12 +423,12 @@ class _AnimatedWebp(_Source):
         self.image.close()
 
     def frames(
-        self, step: int, side: int | None, limits: VideoLimits, started: float
+        self, steps: tuple[int, ...], side: int | None, limits: VideoLimits, started: float
     ) -> Iterator[VideoFrame]:
-        return self._frames(step, side, limits, started)
+        return self._frames(steps, side, limits, started)
 
     def _frames(
-        self, step: int, side: int | None, limits: VideoLimits, started: float
+        self, steps: tuple[int, ...], side: int | None, limits: VideoLimits, started: float
     ) -> Iterator[VideoFrame]:
         fps = self.info.fps
         count = self.info.frames or 0
@@ -431,7 +436,7 @@ class _AnimatedWebp(_Source):
             for number in range(count):
                 _check_decoded(number, fps, *self.image.size, limits)
                 _check_clock(started, limits, number)
-                if number % step:
+                if not _sampled(number, steps):
                     continue
                 self.image.seek(number)
                 picture = self.image.convert("RGB")
@@ -447,6 +452,10 @@ class _AnimatedWebp(_Source):
 
 
 # --- checks -------------------------------------------------------------------------------
+
+
+def _sampled(number: int, steps: tuple[int, ...]) -> bool:
+    return any(number % step == 0 for step in steps)
 
 
 def _check_frame_size(width: int, height: int, limits: VideoLimits, what: str) -> None:

@@ -123,7 +123,7 @@ def hash_frames(frames: Iterable[VideoFrame]) -> Iterator[FrameHash]:
 def hash_video(
     data: bytes,
     *,
-    seconds_per_hash: float = 1.0,
+    seconds_per_hash: float | Sequence[float] = 1.0,
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
     side: int | None = None,
 ) -> VideoHash:
