@@ -870,3 +870,25 @@ def test_empty_theora_packets_are_skipped_and_numbered_as_meta_does() -> None:
     info, frames = sample_frames(data, 0.1)
     assert (info.container, info.codec) == ("OGG", "theora")
     assert [f.number for f in frames] == [0, 2, 4, 6, 8]
+
+
+def test_a_video_file_is_decoded_from_the_open_file_as_from_its_bytes(
+    mp4: bytes, tmp_path: Path
+) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(mp4)
+    with path.open("rb") as file:
+        from_file = hash_video(file, seconds_per_hash=(1.0, 0.1))
+    assert from_file.frames == hash_video(mp4, seconds_per_hash=(1.0, 0.1)).frames
+    assert from_file.info == hash_video(mp4).info
+    # The checks that read the bytes read them from the file as well.
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(mp4[: len(mp4) // 2])
+    with cut.open("rb") as file, pytest.raises(CorruptMedia, match="truncated"):
+        hash_video(file)
+    image = tmp_path / "photo.mp4"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with image.open("rb") as file, pytest.raises(UnsupportedMedia, match="not a video"):
+        hash_video(file)
+    with path.open("rb") as file, pytest.raises(MediaTooLarge):
+        hash_video(file, limits=VideoLimits(max_bytes=len(mp4) - 1))

@@ -13,6 +13,7 @@ videos of this folder" is a fair request.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -35,6 +36,8 @@ VIDEO_SUFFIXES: Final = frozenset(
 #: Bytes read to tell a video from an image before reading the whole file: every container's
 #: signature (and MPEG-TS's sync bytes) lies well within it.
 HEAD_BYTES: Final = 64 * 1024
+#: Bytes read at a time when a video's digests are computed over its file.
+_CHUNK_BYTES: Final = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,26 +166,39 @@ def _hash_video(
     algorithms: Sequence[SignalType],
     options: VideoOptions,
 ) -> FileResult:
-    """A video: its size checked before its bytes are read, then decoded from memory (the
-    service's code path), its frames hashed once whatever else is asked."""
+    """A video: its size checked before it is read, decoded from the open file (a few frames
+    in memory, never the whole file), its frames hashed once whatever else is asked, and its
+    digests computed over the file in chunks."""
     chosen = for_video(algorithms)
     if not chosen:
         return FileResult(name, size, skipped=_none_apply(f"a video ({container})", algorithms))
     check_size(size, MediaLimits(max_bytes=options.limits.max_bytes))
-    data = _whole(stream)
     hashed = None
     hashes: list[Hash] = []
     for signal in chosen:
         if signal.source is Source.VIDEO:
             if hashed is None:
+                stream.seek(0)
                 hashed = hash_video(
-                    data, seconds_per_hash=options.seconds_per_hash, limits=options.limits
+                    stream, seconds_per_hash=options.seconds_per_hash, limits=options.limits
                 )
             hashes.append(Hash(signal, frames_digest(hashed.frames)))
         else:
-            hashes.append(signal.hash_bytes(data))
+            hashes.append(_streamed_digest(signal, stream))
     video = None if hashed is None else VideoResult(hashed.frames, hashed.info)
-    return FileResult(name, len(data), tuple(hashes), video=video, container=container)
+    return FileResult(name, size, tuple(hashes), video=video, container=container)
+
+
+def _streamed_digest(signal: SignalType, stream: BinaryIO) -> Hash:
+    """A digest of a whole file read in chunks, for the digests hashlib knows by name (md5,
+    sha256); any other digest gets the file's bytes at once."""
+    stream.seek(0)
+    if signal.name not in hashlib.algorithms_available:
+        return signal.hash_bytes(stream.read())
+    digest = hashlib.new(signal.name, usedforsecurity=False)
+    while chunk := stream.read(_CHUNK_BYTES):
+        digest.update(chunk)
+    return Hash(signal, digest.digest())
 
 
 def _none_apply(what: str, algorithms: Sequence[SignalType]) -> str:

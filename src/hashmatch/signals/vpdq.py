@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def hash_frames(frames: Iterable[VideoFrame]) -> Iterator[FrameHash]:
 
 
 def hash_video(
-    data: bytes,
+    data: bytes | BinaryIO,
     *,
     seconds_per_hash: float | Sequence[float] = 1.0,
     limits: VideoLimits = DEFAULT_VIDEO_LIMITS,
