@@ -57,6 +57,15 @@ class ListedVideo:
         rows = np.flatnonzero(self.distinct == position)
         return float(self.times_ms[rows[0]]) / 1000 if rows.size else 0.0
 
+    def seconds(self, positions: Iterable[int] | None = None) -> int:
+        """Distinct whole seconds in which any of the distinct frames shows (``None``: any
+        frame over the quality cut)."""
+        if positions is None:
+            rows = self.distinct >= 0
+        else:
+            rows = np.isin(self.distinct, np.fromiter(positions, dtype=np.int32))
+        return int(np.unique(self.times_ms[rows] // 1000).size)
+
     def times_of(self, positions: Iterable[int]) -> np.ndarray:
         """Every time (seconds, sorted) at which any of the distinct frames shows."""
         wanted = np.fromiter(positions, dtype=np.int32)

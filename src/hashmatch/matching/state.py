@@ -44,14 +44,32 @@ class VideoScore:
     #: Matched stretches, ``(start, end)`` in seconds, of the query and of the listed video.
     query_ranges: tuple[tuple[float, float], ...] = ()
     listed_ranges: tuple[tuple[float, float], ...] = ()
+    #: Seconds of each side (with a frame over the quality cut) holding a matched frame, and
+    #: of how many: what the lists' rules judge (:mod:`.video`).
+    query_seconds: int = 0
+    query_seconds_kept: int = 0
+    listed_seconds: int = 0
+    listed_seconds_kept: int = 0
 
     @property
     def query_percent(self) -> float:
-        return 100.0 * self.query_frames / self.query_kept if self.query_kept else 0.0
+        return _percent(self.query_frames, self.query_kept)
 
     @property
     def listed_percent(self) -> float:
-        return 100.0 * self.listed_frames / self.listed_kept if self.listed_kept else 0.0
+        return _percent(self.listed_frames, self.listed_kept)
+
+    @property
+    def query_coverage(self) -> float:
+        return _percent(self.query_seconds, self.query_seconds_kept)
+
+    @property
+    def listed_coverage(self) -> float:
+        return _percent(self.listed_seconds, self.listed_seconds_kept)
+
+
+def _percent(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,6 +125,14 @@ class VideoMatchOut(BaseModel):
     listed_ranges: builtins.list[tuple[float, float]] = Field(
         description="matched stretches of the listed video, [start, end] in seconds"
     )
+    query_coverage: float = Field(
+        description="share of the query's seconds holding a matched frame: what the list's "
+        "vpdq_query_percent is compared with (vPDQ's query % when sampled once a second)"
+    )
+    listed_coverage: float = Field(
+        description="share of the listed video's seconds holding a matched frame: what "
+        "vpdq_listed_percent and vpdq_contained_percent are compared with"
+    )
 
     @classmethod
     def of(cls, score: VideoScore) -> VideoMatchOut:
@@ -137,6 +145,8 @@ class VideoMatchOut(BaseModel):
             listed_kept=score.listed_kept,
             query_ranges=builtins.list(score.query_ranges),
             listed_ranges=builtins.list(score.listed_ranges),
+            query_coverage=round(score.query_coverage, 2),
+            listed_coverage=round(score.listed_coverage, 2),
         )
 
 

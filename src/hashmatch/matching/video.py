@@ -20,6 +20,7 @@ Both feed the same verdict as image hits (allow-lists, bands, match ids).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -76,6 +77,11 @@ class QueryFrames:
 
     def hashes(self) -> list[Hash]:
         return [Hash(PDQ, row.tobytes()) for row in self.codes]
+
+    def seconds(self, positions: Iterable[int] | None = None) -> int:
+        """Distinct whole seconds in which any of the distinct frames shows (``None``: any)."""
+        chosen = range(len(self.times)) if positions is None else positions
+        return len({math.floor(t) for position in chosen for t in self.times[position]})
 
 
 @dataclass
@@ -185,6 +191,10 @@ def _scored(state: MatchState, query: QueryFrames, entry_id: int, tally: _Tally)
             sorted(t for position in tally.query for t in query.times[position]), query.step
         ),
         listed_ranges=ranges(video.times_of(tally.listed).tolist(), _step(listed_times)),
+        query_seconds=query.seconds(tally.query),
+        query_seconds_kept=query.seconds(),
+        listed_seconds=video.seconds(tally.listed),
+        listed_seconds_kept=video.seconds(),
     )
     if not meets_rule(tally.info, score):
         return None
@@ -192,23 +202,28 @@ def _scored(state: MatchState, query: QueryFrames, entry_id: int, tally: _Tally)
 
 
 def meets_rule(info: ListInfo, score: VideoScore) -> bool:
-    """Whether ``score`` reaches the list's rule: both of its percentages (a copy, a trimmed
-    copy or a clip of the listed video), or else its containment share of the listed video's
-    frames, found inside a longer upload (a compilation), from at least
-    :data:`MIN_CONTAINED_FRAMES` frames."""
+    """Whether ``score`` reaches the list's rule: its two percentages (a copy, a trimmed copy
+    or a clip of the listed video), or else its containment share of the listed video, found
+    inside a longer upload (a compilation), from at least :data:`MIN_CONTAINED_FRAMES` frames.
+
+    The percentages are of *seconds* holding a matched frame, on each side. With both sides
+    sampled once a second they are vPDQ's own percentages; they stay meaningful when a side is
+    sampled more densely (a listing at ``1,0.1``, or a platform's frames at another rate),
+    where shares of frames would not: a query sampled once a second can meet only about one
+    frame in ten of a listing ten times as dense."""
     rule = {name: info.thresholds.get(name, default) for name, default in VIDEO_PERCENTS.items()}
     if score.query_frames == 0:
         return False
     if (
-        score.query_percent >= rule["vpdq_query_percent"]
-        and score.listed_percent >= rule["vpdq_listed_percent"]
+        score.query_coverage >= rule["vpdq_query_percent"]
+        and score.listed_coverage >= rule["vpdq_listed_percent"]
     ):
         return True
     contained = rule["vpdq_contained_percent"]
     return (
         contained > 0
         and score.listed_frames >= MIN_CONTAINED_FRAMES
-        and score.listed_percent >= contained
+        and score.listed_coverage >= contained
     )
 
 
