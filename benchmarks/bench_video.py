@@ -10,21 +10,27 @@ the machine's cores are shared and absolute times drift.
   and beside Meta's own ``vpdq`` package when it is installed in a separate venv
   (``~/.cache/hashmatch-bench/vpdq-venv``; see :data:`VPDQ_HELP`), whose hashes are compared
   frame by frame with ours; ours are also compared with Meta's expected conformance hashes.
-- ``robustness``: every real video and conformance rendition is listed (``hash_video``, one hash
-  a second, in a SQLite store whose lists have the store's default thresholds) and queried by
-  its transforms (``video_transforms.py``) through ``lookup_video`` over the follower's state,
-  the service's own path. Recall per transform at the default rule, false matches between
-  distinct videos (groups of the same content never count as distinct), the tail of frame
-  distances between distinct videos, recall at other ``vpdq_query_percent`` values, and the
-  cross-modal pair: a still of each video against the listed video, and listed photos found
-  inside a video made of them. Baseline: python-threatexchange's rule (query 80%, listed 0%).
-  Beside them: a list whose videos are hashed at every frame (queries stay at one a second),
-  and Meta's own renditions of one scene (logo, grey, sepia, bars, SD/HD) queried by each other.
+- ``robustness``: every real video and conformance rendition is listed as the service lists it
+  (``hash_video`` at ``hashmatch hash``'s ``LISTING_INTERVALS``, 1 s and 0.1 s, in a SQLite
+  store whose lists have the store's default thresholds) and queried, hashed once a second as
+  the service hashes an upload, by its transforms (``video_transforms.py``) through
+  ``lookup_video`` over the follower's state, the service's own path. Recall per transform at
+  the default rule, false matches between distinct videos (groups of the same content never
+  count as distinct), the tail of frame distances between distinct videos, recall at other
+  ``vpdq_query_percent`` values, and the cross-modal pair: a still of each video against the
+  listed video, and listed photos found inside a video made of them. One query is a
+  compilation (``inside_longer``: the video whole between stretches of other listed videos):
+  its recall with and without the rule's containment share, and matches on its fillers
+  (true matches, reported apart). Baseline: python-threatexchange's rule (query 80%, listed
+  0%, no containment share). Beside them: a list whose videos are hashed at every frame
+  (queries stay at one a second), and Meta's own renditions of one scene (logo, grey, sepia,
+  bars, SD/HD) queried by each other.
   With ``--listed-seconds-per-hash 1,0.5,0.25,0.1,0``: the originals listed at each of these
   densities too (taken from their every-frame hashes by ``hash_video``'s own sampling rule),
   queries still at one hash a second, and for each density the recall per transform and of the
   still, false matches between distinct videos, the frames the index holds (distinct, over the
-  quality cut) beside the 1 s listing's, and the closest frames of distinct videos.
+  quality cut) beside the 1 s listing's, and the closest frames of distinct videos. The default
+  listing stays the service's (``LISTING_INTERVALS``); these lists are measured beside it.
 - ``memory``: peak RSS of a child process hashing a long 1080p video (the file held in memory,
   as the service holds an upload) at several lengths, beside its RSS before and the file's
   bytes; the model is peak = start + file + a constant.
@@ -70,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import corpus
 import video_transforms
 from bench_robustness import _original_bytes, tail_threshold
+from hashmatch.cli.hash import LISTING_INTERVALS
 from hashmatch.errors import HashmatchError
 from hashmatch.hashsets.read import HashRow
 from hashmatch.matching.follower import Follower
@@ -77,7 +84,7 @@ from hashmatch.matching.lookup import lookup, lookup_video
 from hashmatch.matching.policy import VIDEO_PERCENTS
 from hashmatch.matching.state import MatchState
 from hashmatch.matching.verdict import Verdict
-from hashmatch.matching.video import QueryFrames
+from hashmatch.matching.video import MIN_CONTAINED_FRAMES, QueryFrames
 from hashmatch.media.video import DEFAULT_VIDEO_LIMITS, VideoLimits
 from hashmatch.signals import PDQ, VPDQ, Hash, hash_bytes, query_hashes
 from hashmatch.signals.vpdq import (
@@ -89,10 +96,18 @@ from hashmatch.signals.vpdq import (
 )
 from hashmatch.signals.vpdq import hash_video as _hash_video
 from hashmatch.store import Role, Store, database_url
-from video_transforms import NOT_DESIGNED_FOR, TRANSFORMS
+from video_transforms import FILLER_SECONDS, NOT_DESIGNED_FOR, TRANSFORMS
 
 SEED = 20261201
+#: Queries (and every part but the robustness part's listing): one hash a second, the
+#: service's sampling of an upload.
 SECONDS_PER_HASH = 1.0
+#: The robustness part's listing: ``hashmatch hash``'s default, the union of these intervals.
+LISTED_SECONDS_PER_HASH: tuple[float, ...] = tuple(LISTING_INTERVALS)
+#: The compilation query: the video whole between other videos (not one of ``TRANSFORMS``:
+#: it needs filler footage, :func:`filler_candidates`).
+INSIDE_LONGER = "inside_longer"
+QUERY_TRANSFORMS = (*TRANSFORMS, INSIDE_LONGER)
 BENCH_CACHE = Path(
     os.environ.get("HASHMATCH_BENCH_CACHE", Path.home() / ".cache" / "hashmatch-bench")
 )
@@ -121,6 +136,11 @@ SAME_CONTENT: dict[str, tuple[str, ...]] = {
 
 def hash_video(data: bytes, limits: VideoLimits = DEFAULT_VIDEO_LIMITS) -> tuple[FrameHash, ...]:
     return _hash_video(data, seconds_per_hash=SECONDS_PER_HASH, limits=limits).frames
+
+
+def list_video(data: bytes) -> tuple[FrameHash, ...]:
+    """A video's frames as the service lists them (``LISTING_INTERVALS``)."""
+    return _hash_video(data, seconds_per_hash=LISTED_SECONDS_PER_HASH).frames
 
 
 # --- the videos -------------------------------------------------------------------------------
@@ -206,6 +226,20 @@ def all_videos() -> list[Video]:
     if not found:
         sys.exit(f"no videos in {folder} nor in {CONFORMANCE}/videos")
     return found
+
+
+def filler_candidates(video: Video, videos: Sequence[Video]) -> list[Video]:
+    """Filler footage for ``video``'s compilation: one video of each other group (chosen at
+    random, seeded by the video's name), the groups in a seeded random order; the compilation
+    takes them in turn until its stretches are full."""
+    rng = random.Random(f"{SEED}/{video.name}")
+    groups: dict[str, list[Video]] = {}
+    for other in sorted(videos, key=lambda v: v.name):
+        if other.group != video.group:
+            groups.setdefault(other.group, []).append(other)
+    order = sorted(groups)
+    rng.shuffle(order)
+    return [rng.choice(groups[group]) for group in order]
 
 
 def cheapest_per_group(videos: Sequence[Video]) -> list[Video]:
@@ -498,14 +532,19 @@ def middle_still(data: bytes) -> bytes:
     raise ValueError("no frame decoded")
 
 
-def hash_original(task: tuple[str, str, Sequence[str], bool, bool]) -> dict[str, Any]:
-    """One video: its listed frames (one a second, and every frame), the frames of each of its
-    transforms, and the query hashes of its still. A failure is recorded, not fatal."""
-    name, path, transforms, still, every_frame = task
+def hash_original(
+    task: tuple[str, str, Sequence[str], bool, bool, Sequence[tuple[str, str]]],
+) -> dict[str, Any]:
+    """One video: its listed frames (as the service lists them, and every frame), its frames
+    as a query (one a second, as the service hashes an upload), the frames of each of its
+    transforms (the compilation's made with ``fillers``: name, path), and the query hashes of
+    its still. A failure is recorded, not fatal."""
+    name, path, transforms, still, every_frame, fillers = task
     data = Path(path).read_bytes()
     out: dict[str, Any] = {"name": name, "queries": {}, "errors": {}}
     try:
-        out["frames"] = hash_video(data)
+        out["frames"] = list_video(data)
+        out["identity"] = hash_video(data)
         if every_frame:
             whole = _hash_video(data, seconds_per_hash=0)
             assert whole.info is not None, "hash_video of bytes has the video's info"
@@ -515,8 +554,19 @@ def hash_original(task: tuple[str, str, Sequence[str], bool, bool]) -> dict[str,
         return out
     for transform in transforms:
         try:
-            made = TRANSFORMS[transform](data)
-            out["queries"][transform] = hash_video(made)
+            if transform == INSIDE_LONGER:
+                names = [filler for filler, _ in fillers]
+                made = video_transforms.inside_longer(
+                    data, [Path(filler).read_bytes() for _, filler in fillers]
+                )
+                out["queries"][transform] = hash_video(made.data)
+                out["compilation"] = {
+                    "fillers": [names[k] for k in made.fillers],
+                    "seconds": [round(made.before, 2), round(made.video, 2), round(made.after, 2)],
+                    "share": round(made.share, 3),
+                }
+            else:
+                out["queries"][transform] = hash_video(TRANSFORMS[transform](data))
         except (HashmatchError, ValueError, av.FFmpegError) as exc:
             out["errors"][transform] = f"{type(exc).__name__}: {exc}"
     if still:
@@ -544,7 +594,8 @@ def hash_photo(task: tuple[int, str]) -> dict[str, Any]:
 # --- robustness: matching ---------------------------------------------------------------------
 
 #: Lists holding every original, each with a rule: the store's defaults (``None``), and
-#: (query %, listed %) pairs; python-threatexchange's rule (80, 0) is the named baseline.
+#: (query %, listed %) pairs without the containment share (``vpdq_contained_percent`` 0: the
+#: two percentages alone); python-threatexchange's rule (80, 0) is the named baseline.
 RULES: dict[str, tuple[int, int] | None] = {
     "default": None,
     "any_frame": (0, 0),
@@ -555,11 +606,28 @@ RULES: dict[str, tuple[int, int] | None] = {
     "q80_l80": (80, 80),
 }
 BASELINE_RULE = "q80_threatexchange"
+#: The default rule's two percentages without its containment share: what the rule's first
+#: branch alone matches (a compilation is found by the share, not by these).
+NO_CONTAINMENT = "default_without_containment"
 #: A list at the default rule whose videos are hashed at every frame (``seconds_per_hash=0``)
-#: instead of one a second: queries stay at one a second, and each query frame then has a
+#: instead of the default listing: queries stay at one a second, and each query frame then has a
 #: listed frame within half a frame of it, whatever instant a clip or a still starts at.
 EVERY_FRAME = "listed_every_frame"
-LISTS = (*RULES, EVERY_FRAME)
+LISTS = (*RULES, NO_CONTAINMENT, EVERY_FRAME)
+
+
+def list_thresholds(rule: str) -> dict[str, int] | None:
+    """The thresholds a list is created with (``None``: the store's defaults)."""
+    if rule == NO_CONTAINMENT:
+        return {"vpdq_contained_percent": 0}
+    percents = RULES.get(rule)
+    if percents is None:
+        return None
+    return {
+        "vpdq_query_percent": percents[0],
+        "vpdq_listed_percent": percents[1],
+        "vpdq_contained_percent": 0,
+    }
 
 
 def build_store(
@@ -577,12 +645,7 @@ def build_store(
     thresholds = {}
     listings = {rule: every_frame if rule == EVERY_FRAME else videos for rule in LISTS}
     for rule, listing in (listings | (more or {})).items():
-        percents = RULES.get(rule)
-        given = (
-            None
-            if percents is None
-            else {"vpdq_query_percent": percents[0], "vpdq_listed_percent": percents[1]}
-        )
+        given = list_thresholds(rule)
         store.lists.create(rule, owner=OWNER, category="csam", actor=OWNER, thresholds=given)
         thresholds[rule] = dict(store.lists.get(rule).thresholds)
         rows = [
@@ -612,6 +675,10 @@ def by_list(verdict: Verdict, lists: Iterable[str]) -> dict[str, Found]:
             score |= {
                 "query_percent": round(match.video.query_percent, 2),
                 "listed_percent": round(match.video.listed_percent, 2),
+                "query_frames": match.video.query_frames,
+                "query_kept": match.video.query_kept,
+                "listed_frames": match.video.listed_frames,
+                "listed_kept": match.video.listed_kept,
             }
         found.setdefault(match.list, {})[match.reference or ""] = score
     return {rule: Found(found.get(rule, {})) for rule in lists}
@@ -629,13 +696,26 @@ class Outcome:
     own: str  # the reference it should find
     group: str  # its own group (references of the same group are not false)
     found: dict[str, Found]
+    #: Groups of the other videos the query shows (a compilation's fillers): found, they are
+    #: true matches of those videos, neither the query's own nor false.
+    shown: frozenset[str] = frozenset()
 
     def recall(self, rule: str) -> bool:
         return self.own in self.found[rule].references
 
+    def unrelated(self, reference: str) -> bool:
+        """Whether ``reference`` is of content the query does not show (a false match)."""
+        group = group_of_reference(reference)
+        return group != self.group and group not in self.shown
+
     def false(self, rule: str) -> list[str]:
+        return sorted(ref for ref in self.found[rule].references if self.unrelated(ref))
+
+    def fillers_found(self, rule: str) -> list[str]:
         return sorted(
-            ref for ref in self.found[rule].references if group_of_reference(ref) != self.group
+            ref
+            for ref in self.found[rule].references
+            if group_of_reference(ref) != self.group and not self.unrelated(ref)
         )
 
 
@@ -653,17 +733,29 @@ def query_all(
         return by_list(verdict, lists)
 
     for video in hashed:
-        if "frames" not in video:
+        if "frames" not in video or "identity" not in video:
             continue
         own, group = f"video:{video['name']}", group_of(video["name"])
         outcomes.append(
             Outcome(
-                f"{video['name']}/identity", "identity", own, group, video_query(video["frames"])
+                f"{video['name']}/identity", "identity", own, group, video_query(video["identity"])
             )
         )
         for transform, frames in video["queries"].items():
+            shown = (
+                frozenset(map(group_of, video["compilation"]["fillers"]))
+                if transform == INSIDE_LONGER
+                else frozenset()
+            )
             outcomes.append(
-                Outcome(f"{video['name']}/{transform}", transform, own, group, video_query(frames))
+                Outcome(
+                    f"{video['name']}/{transform}",
+                    transform,
+                    own,
+                    group,
+                    video_query(frames),
+                    shown,
+                )
             )
         if "still" in video:
             (verdict,) = lookup(state, [video["still"]], organisation=OWNER, lists=lists)
@@ -730,6 +822,101 @@ def renditions(
     return {"summary": summary, "pairs": out}
 
 
+def first_branch(score: dict[str, float] | None, rule: dict[str, int]) -> bool:
+    """Whether a video score passes the rule's two percentages (its first branch), judged
+    on the frame counts as :func:`hashmatch.matching.video.meets_rule` judges them."""
+    if not score or "query_kept" not in score or not score["query_frames"]:
+        return False
+    query = 100.0 * score["query_frames"] / score["query_kept"]
+    listed = 100.0 * score["listed_frames"] / score["listed_kept"] if score["listed_kept"] else 0
+    return query >= rule["vpdq_query_percent"] and listed >= rule["vpdq_listed_percent"]
+
+
+def containment(
+    outcomes: Sequence[Outcome], hashable: set[str], rule: dict[str, int]
+) -> dict[str, Any]:
+    """Per kind of video query, the own original's matches at the default rule: how many the
+    two percentages alone pass (the rule's first branch, judged on the ``any_frame`` list's
+    scores), how many only the containment share finds, and the list without the share, which
+    must agree with the first."""
+    out: dict[str, Any] = {}
+    for kind in sorted({o.kind for o in outcomes} - {"still", "photo_in_video"}):
+        chosen = [o for o in outcomes if o.kind == kind and o.own in hashable]
+        if not chosen:
+            continue
+        matched = sum(o.recall("default") for o in chosen)
+        alone = sum(first_branch(o.found["any_frame"].references.get(o.own), rule) for o in chosen)
+        without = sum(o.recall(NO_CONTAINMENT) for o in chosen)
+        out[kind] = {
+            "queries": len(chosen),
+            "matched_at_default": matched,
+            "by_the_two_percentages_alone": alone,
+            "only_by_the_containment_share": matched - alone,
+            "matched_by_list_without_containment": without,
+            "agrees": without == alone,
+        }
+    return out
+
+
+def compilation_report(
+    outcomes: Sequence[Outcome],
+    hashable: set[str],
+    hashed: Sequence[dict[str, Any]],
+    rule: dict[str, int],
+) -> dict[str, Any]:
+    """The compilation query (``inside_longer``) at the default rule: recall, recall by the
+    two percentages alone, false matches (groups neither the video's nor its fillers'), its
+    fillers found (true matches of those videos), the own scores, and each miss with its
+    score."""
+    chosen = [o for o in outcomes if o.kind == INSIDE_LONGER and o.own in hashable]
+    if not chosen:
+        return {}
+    layout = {v["name"]: v["compilation"] for v in hashed if "compilation" in v}
+    scores = {o.query: o.found["any_frame"].references.get(o.own) for o in chosen}
+    alone = [o for o in chosen if first_branch(scores[o.query], rule)]
+    matched = [o for o in chosen if o.recall("default")]
+
+    def counts(score: dict[str, float] | None) -> dict[str, Any]:
+        if not score or "query_kept" not in score:
+            return {"any_frame": False}
+        return {
+            "query": f"{score['query_frames']:g}/{score['query_kept']:g}",
+            "query_percent": score["query_percent"],
+            "listed": f"{score['listed_frames']:g}/{score['listed_kept']:g}",
+            "listed_percent": score["listed_percent"],
+        }
+
+    def quantiles(key: str) -> dict[str, float] | None:
+        return _quantiles(sorted(s[key] for s in scores.values() if s and key in s))
+
+    false = {o.query: o.false("default") for o in chosen if o.false("default")}
+    fillers = {o.query: o.fillers_found("default") for o in chosen if o.fillers_found("default")}
+    shares = [100 * layout[o.own.split(":", 1)[1]]["share"] for o in chosen]
+    return {
+        "queries": len(chosen),
+        "recall_at_default": round(len(matched) / len(chosen), 4),
+        "matched_at_default": len(matched),
+        "matched_by_the_two_percentages_alone": len(alone),
+        "recall_without_containment_share": round(len(alone) / len(chosen), 4),
+        "list_without_containment_recall": round(
+            sum(o.recall(NO_CONTAINMENT) for o in chosen) / len(chosen), 4
+        ),
+        "false_matches_at_default": sum(len(v) for v in false.values()),
+        **({"false": false} if false else {}),
+        "fillers_found_at_default": {
+            "queries": len(fillers),
+            "references": sum(len(v) for v in fillers.values()),
+            "found": fillers,
+        },
+        "video_percent_of_upload": _quantiles(sorted(shares)),
+        "own_query_percent": quantiles("query_percent"),
+        "own_listed_percent": quantiles("listed_percent"),
+        "missed": {o.query: counts(scores[o.query]) for o in chosen if not o.recall("default")},
+        "matched": {o.query: counts(scores[o.query]) for o in matched},
+        "layout": layout,
+    }
+
+
 def own_scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Per kind of video query, the own original's vPDQ scores when any frame matched
     (the ``any_frame`` list): what a rule's percentages are chosen against."""
@@ -777,7 +964,7 @@ def percent_sweep(outcomes: Sequence[Outcome], hashable: set[str]) -> dict[str, 
                         continue
                     if reference == outcome.own:
                         hits += 1
-                    elif group_of_reference(reference) != outcome.group:
+                    elif outcome.unrelated(reference):
                         false += 1
             if chosen:
                 row[kind] = round(hits / len(chosen), 4)
@@ -891,22 +1078,34 @@ def part_robustness(
         "listed_videos": len(videos),
         "transformed_videos": sorted(chosen),
         "groups": dict(Counter(v.group for v in videos)),
-        "transforms": list(TRANSFORMS),
+        "transforms": list(QUERY_TRANSFORMS),
         "not_designed_for": list(NOT_DESIGNED_FOR),
+        INSIDE_LONGER: (
+            f"the video whole between two stretches of other listed videos (one of each other "
+            f"group, seeded order, each from its start), each stretch max({FILLER_SECONDS:g} s, "
+            f"the video's duration), scaled with bars to the video's size, at its frame rate"
+        ),
         "encoding": {
             "codec": "libx264",
             "crf": video_transforms.CRF,
             "preset": video_transforms.PRESET,
             "low_bitrate": video_transforms.LOW_BITRATE,
         },
-        "seconds_per_hash": SECONDS_PER_HASH,
+        "listing": {
+            "seconds_per_hash": list(LISTED_SECONDS_PER_HASH),
+            "from": "hashmatch.cli.hash.LISTING_INTERVALS (the service's listing default)",
+        },
+        "query_seconds_per_hash": SECONDS_PER_HASH,
         "rules": {k: v for k, v in RULES.items()},
+        "rules_note": "(query %, listed %) lists have no containment share (0); "
+        f"{NO_CONTAINMENT}: the default rule with vpdq_contained_percent 0",
+        "min_contained_frames": MIN_CONTAINED_FRAMES,
         "baseline_rule": BASELINE_RULE,
         "photos": len(photo_paths),
         EVERY_FRAME: "every listed video"
         if densities or not quick
         else "the transformed videos only",
-        "listed_seconds_per_hash": list(densities),
+        "listed_seconds_per_hash_sweep": list(densities),
         "jobs": jobs,
         "seed": SEED,
         "python": platform.python_version(),
@@ -917,9 +1116,12 @@ def part_robustness(
         (
             v.name,
             str(v.path),
-            list(TRANSFORMS) if v.name in chosen else [],
+            list(QUERY_TRANSFORMS) if v.name in chosen else [],
             v.name in chosen,
             v.name in chosen or not quick or bool(densities),
+            [(f.name, str(f.path)) for f in filler_candidates(v, videos)]
+            if v.name in chosen
+            else [],
         )
         # The longest first: the pool's last task is then a short one.
         for v in sorted(videos, key=lambda v: -v.cost * (v.name in chosen))
@@ -972,15 +1174,37 @@ def part_robustness(
     )
     default = per_rule["default"]
     designed = {k: v for k, v in default.items() if k not in NOT_DESIGNED_FOR}
+    default_rule = {
+        name: int(thresholds["default"].get(name, value)) for name, value in VIDEO_PERCENTS.items()
+    }
     result: dict[str, Any] = {
         "settings": settings,
         "default_rule": {
             "thresholds": thresholds["default"],
             "vpdq_frame_distance": thresholds["default"].get("vpdq", VPDQ.default_threshold),
-            "video_percents": dict(VIDEO_PERCENTS),
+            "video_percents": default_rule,
+        },
+        "listed_frames": {
+            "seconds_per_hash": list(LISTED_SECONDS_PER_HASH),
+            "videos": len(listed),
+            "sampled": sum(len(f) for f in listed.values()),
+            "indexed": sum(len(_kept(f)) for f in listed.values()),
+            "indexed_means": "distinct frames over the quality cut, as the index holds them",
+            **(
+                {
+                    "indexed_at_1s": sum(
+                        len(_kept(thinned(f, fps[n], SECONDS_PER_HASH)))
+                        for n, f in every_frame.items()
+                    ),
+                }
+                if set(every_frame) == set(listed)
+                else {}
+            ),
         },
         "recall_at_default": {k: v["recall"] for k, v in designed.items()},
         "false_matches_at_default": sum(v["false_matches"] for v in default.values()),
+        INSIDE_LONGER: compilation_report(outcomes, hashable, hashed, default_rule),
+        "containment_share_at_default": containment(outcomes, hashable, default_rule),
         "not_designed_for": {k: default[k] for k in NOT_DESIGNED_FOR if k in default},
         "baseline_threatexchange_rule": {
             "recall": {k: v["recall"] for k, v in per_rule[BASELINE_RULE].items()},
@@ -990,7 +1214,7 @@ def part_robustness(
             "recall": {k: v["recall"] for k, v in per_rule[EVERY_FRAME].items()},
             "false_matches": sum(v["false_matches"] for v in per_rule[EVERY_FRAME].values()),
             "listed_frames": sum(len(f) for f in every_frame.values()),
-            "listed_frames_one_a_second": sum(len(f) for f in listed.values()),
+            "listed_frames_default_listing": sum(len(f) for f in listed.values()),
         },
         "same_content_renditions": renditions(outcomes, listed),
         "rules": per_rule,
@@ -1001,9 +1225,15 @@ def part_robustness(
             {v["name"] for v in hashed} - {ref.split(":", 1)[1] for ref in hashable}
         ),
         "errors": {v["name"]: v["errors"] for v in hashed if v["errors"]},
+        # The compilation shows other listed videos: its frames are no distinct pair.
         "frame_distance_tail": frame_tail(
             listed,
-            [(v["name"], frames) for v in hashed for frames in v["queries"].values()],
+            [
+                (v["name"], frames)
+                for v in hashed
+                for transform, frames in v["queries"].items()
+                if transform != INSIDE_LONGER
+            ],
             every_frame,
         ),
         "hashing_seconds": round(hashing_s, 1),
@@ -1034,6 +1264,7 @@ DENSITY_KINDS = (
     "downscale_360p",
     "logo",
     "letterbox",
+    INSIDE_LONGER,
 )
 
 
@@ -1085,7 +1316,7 @@ def density_sweep(
     hashable: set[str],
     variants: Sequence[tuple[float, ...]],
     listings: dict[str, dict[str, tuple[FrameHash, ...]]],
-    one_a_second: dict[str, tuple[FrameHash, ...]],
+    default_listing: dict[str, tuple[FrameHash, ...]],
     fps: dict[str, float],
     hashed: Sequence[dict[str, Any]],
     photos: Sequence[dict[str, Any]],
@@ -1093,20 +1324,27 @@ def density_sweep(
     """Recall and false matches at the default rule when the originals are listed at each
     density (``variants``: seconds per hash, several for a listing that joins them; queries
     stay at one hash a second, the service's default), what each listing
-    costs in indexed frames (distinct frames over the quality cut, as the index holds them),
-    and how close frames of distinct videos come: listed to listed, and query to listed."""
+    costs in indexed frames (distinct frames over the quality cut, as the index holds them)
+    beside the 1 s listing's, and how close frames of distinct videos come: listed to listed,
+    and query to listed (the compilation's frames left out: they show other listed videos)."""
     checked = {
-        name: thinned(frames, fps[name], SECONDS_PER_HASH) == one_a_second.get(name)
+        name: thinned(frames, fps[name], *LISTED_SECONDS_PER_HASH) == default_listing.get(name)
         for name, frames in ((v["name"], v["every_frame"]) for v in hashed if "every_frame" in v)
     }
-    base_kept = sum(len(_kept(frames)) for frames in one_a_second.values())
+    base_kept = sum(
+        len(_kept(thinned(v["every_frame"], fps[v["name"]], SECONDS_PER_HASH)))
+        for v in hashed
+        if v.get("every_frame")
+    )
+    default_kept = sum(len(_kept(frames)) for frames in default_listing.values())
     # The query side, per video group: every transform's frames, the still's PDQ as
     # submitted (no turned or trimmed variant), and each photo's video (distinct from all).
     queries: list[tuple[str, np.ndarray]] = []
     for video in hashed:
         group = group_of(video["name"])
-        for frames in video["queries"].values():
-            queries.append((group, _kept(frames)))
+        for transform, frames in video["queries"].items():
+            if transform != INSIDE_LONGER:
+                queries.append((group, _kept(frames)))
         if "still" in video:
             pdq = [
                 q.hash.value for q in video["still"] if q.hash.algorithm is PDQ and not q.penalised
@@ -1170,14 +1408,16 @@ def density_sweep(
         "query_seconds_per_hash": SECONDS_PER_HASH,
         "listed_videos": len(next(iter(listings.values()), {})),
         "listed_frames_indexed_at_1s": base_kept,
+        "listed_frames_indexed_default_listing": default_kept,
+        "default_listing_seconds_per_hash": list(LISTED_SECONDS_PER_HASH),
         "listings_derived_from_every_frame": "thinned(): the rule of sample_frames, no re-decode",
-        "derived_1s_equals_hash_video": all(checked.values()),
+        "derived_default_listing_equals_hash_video": all(checked.values()),
         **(
-            {"derived_1s_differs": sorted(n for n, ok in checked.items() if not ok)}
+            {"derived_default_listing_differs": sorted(n for n, ok in checked.items() if not ok)}
             if not all(checked.values())
             else {}
         ),
-        "recall_counts_only": "originals with a frame over the quality cut at 1 s",
+        "recall_counts_only": "originals with a frame over the quality cut in the default listing",
         "densities": rows,
         "table": table,
     }
@@ -1225,17 +1465,24 @@ def status(field):
         if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
 
+path, seconds, mode = Path(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 start = status("VmRSS")
-data = Path(sys.argv[1]).read_bytes()
-after_read = status("VmRSS")
+size = path.stat().st_size
 limits = dataclasses.replace(
-    DEFAULT_VIDEO_LIMITS, max_bytes=len(data), max_seconds=1e9, max_frames=10**9,
+    DEFAULT_VIDEO_LIMITS, max_bytes=size, max_seconds=1e9, max_frames=10**9,
     max_decode_seconds=1e9,
 )
 wall, cpu = time.perf_counter(), time.process_time()
-frames = hash_video(data, seconds_per_hash=float(sys.argv[2]), limits=limits).frames
+if mode == "bytes":  # the service: an upload is held in memory
+    data = path.read_bytes()
+    after_read = status("VmRSS")
+    frames = hash_video(data, seconds_per_hash=seconds, limits=limits).frames
+else:  # hashmatch hash: decoded from the open file
+    after_read = status("VmRSS")
+    with path.open("rb") as file:
+        frames = hash_video(file, seconds_per_hash=seconds, limits=limits).frames
 print(json.dumps({
-    "file_bytes": len(data),
+    "file_bytes": size,
     "rss_start": start,
     "rss_after_read": after_read,
     "vm_hwm": status("VmHWM"),
@@ -1247,14 +1494,19 @@ print(json.dumps({
 """
 
 
-def part_memory(quick: bool, minutes: Sequence[float]) -> dict[str, Any]:
+def part_memory(
+    quick: bool, minutes: Sequence[float], modes: Sequence[str] = ("file", "bytes")
+) -> dict[str, Any]:
     settings = {
         "part": "memory",
         "minutes": list(minutes),
         "video": f"1920x1080 H.264 at {MEMORY_BITRATE // 1000} kbit/s average, from "
         f"{MEMORY_SOURCE} upscaled once, then remuxed in a loop (no re-encoding)",
         "seconds_per_hash": SECONDS_PER_HASH,
-        "measured": "VmHWM of a child process that reads the file into memory and hashes it",
+        "measured": "VmHWM of a child process hashing the video: 'file' decodes it from the "
+        "open file (hashmatch hash), 'bytes' reads it into memory first (the service's path, "
+        "whose uploads are capped at 200 MB)",
+        "modes": list(modes),
         "service_max_video_bytes": DEFAULT_VIDEO_LIMITS.max_bytes,
     }
     print("settings:", json.dumps(settings), flush=True)
@@ -1262,34 +1514,42 @@ def part_memory(quick: bool, minutes: Sequence[float]) -> dict[str, Any]:
     mb = 1 << 20
     for length in minutes:
         path = long_video(length)
-        done = subprocess.run(
-            [sys.executable, "-c", MEMORY_CHILD, str(path), str(SECONDS_PER_HASH)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        child = json.loads(done.stdout.strip().splitlines()[-1])
-        over = child["vm_hwm"] - child["rss_after_read"]
-        runs[f"{length:g}min"] = {
-            "file_mb": round(child["file_bytes"] / mb, 1),
-            "rss_start_mb": round(child["rss_start"] / mb, 1),
-            "rss_after_read_mb": round(child["rss_after_read"] / mb, 1),
-            "peak_rss_mb": round(child["vm_hwm"] / mb, 1),
-            "ru_maxrss_mb": round(child["ru_maxrss"] / mb, 1),
-            "peak_over_start_plus_file_mb": round(over / mb, 1),
-            "frames_hashed": child["frames_hashed"],
-            "x_realtime_wall": round(length * 60 / child["wall_s"], 2),
-            "x_realtime_per_core": round(length * 60 / child["cpu_s"], 2),
-        }
+        for mode in modes:
+            done = subprocess.run(
+                [sys.executable, "-c", MEMORY_CHILD, str(path), str(SECONDS_PER_HASH), mode],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            child = json.loads(done.stdout.strip().splitlines()[-1])
+            over = child["vm_hwm"] - child["rss_after_read"]
+            runs[f"{length:g}min-{mode}"] = {
+                "file_mb": round(child["file_bytes"] / mb, 1),
+                "rss_start_mb": round(child["rss_start"] / mb, 1),
+                "rss_after_read_mb": round(child["rss_after_read"] / mb, 1),
+                "peak_rss_mb": round(child["vm_hwm"] / mb, 1),
+                "ru_maxrss_mb": round(child["ru_maxrss"] / mb, 1),
+                "peak_over_start_plus_file_mb": round(over / mb, 1),
+                "frames_hashed": child["frames_hashed"],
+                "x_realtime_wall": round(length * 60 / child["wall_s"], 2),
+                "x_realtime_per_core": round(length * 60 / child["cpu_s"], 2),
+            }
+            print(json.dumps({f"{length:g}min-{mode}": runs[f"{length:g}min-{mode}"]}), flush=True)
     overs = [run["peak_over_start_plus_file_mb"] for run in runs.values()]
     starts = [run["rss_start_mb"] for run in runs.values()]
+    file_peaks = [run["peak_rss_mb"] for key, run in runs.items() if key.endswith("-file")]
     two_hours = 7200 * MEMORY_BITRATE / 8 / mb
     model = {
-        "peak_mb": "start + file + working set",
+        "peak_mb": "file mode: start + working set, whatever the length; bytes mode: + the file",
         "start_mb": round(statistics.fmean(starts), 1),
         "working_set_mb": {"min": min(overs), "max": max(overs)},
+        "file_mode_peak_mb": {"min": min(file_peaks), "max": max(file_peaks)}
+        if file_peaks
+        else None,
         "two_hours_at_this_rate_file_mb": round(two_hours, 1),
-        "two_hours_predicted_peak_mb": round(statistics.fmean(starts) + two_hours + max(overs), 1),
+        "two_hours_bytes_mode_predicted_peak_mb": round(
+            statistics.fmean(starts) + two_hours + max(overs), 1
+        ),
         "longest_upload_under_service_limit_minutes_at_this_rate": round(
             DEFAULT_VIDEO_LIMITS.max_bytes * 8 / MEMORY_BITRATE / 60, 1
         ),
@@ -1553,6 +1813,12 @@ def main() -> None:
         "--memory-minutes", type=_minutes, help="video lengths (default 1,5,20; quick 1,3)"
     )
     parser.add_argument(
+        "--memory-modes",
+        default="file,bytes",
+        help="file: decoded from the open file (hashmatch hash); bytes: held in memory first "
+        "(the service's uploads); default both",
+    )
+    parser.add_argument(
         "--listed-seconds-per-hash",
         type=_densities,
         default=[],
@@ -1578,7 +1844,8 @@ def main() -> None:
             )
         elif part == "memory":
             minutes = args.memory_minutes or ([1, 3] if args.quick else [1, 5, 20])
-            results[part] = part_memory(args.quick, minutes)
+            modes = tuple(m for m in args.memory_modes.split(",") if m)
+            results[part] = part_memory(args.quick, minutes, modes)
         else:
             requests = args.requests or (10 if args.quick else 30)
             results[part] = part_http(args.quick, requests, args.listed_videos, args.listed_frames)

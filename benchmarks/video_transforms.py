@@ -7,16 +7,19 @@ Sizes are relative to the video, so that the same transform means the same thing
 at 1080p. A re-encode is part of every transform (CRF 23, libx264's default quality), so each
 one measures its change on top of one generation of lossy coding, never alone.
 
-Also here: :func:`still_video`, a photograph shown as a few seconds of video (slow zoom and
-sensor-like noise), for the cross-modal check, and :func:`loop_remux`, a long video made from a
-short one by copying its packets with shifted timestamps (no decoding, no encoding).
+Also here: :func:`inside_longer`, the video shown whole between two stretches of other videos
+(a compilation: it takes the filler footage as well as the video, so it stands beside
+:data:`TRANSFORMS` rather than in it); :func:`still_video`, a photograph shown as a few seconds of
+video (slow zoom and sensor-like noise), for the cross-modal check; and :func:`loop_remux`, a long
+video made from a short one by copying its packets with shifted timestamps (no decoding, no
+encoding).
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -37,6 +40,9 @@ CLIP_SECONDS = 10.0
 DOWNSCALE_SIDE = 360
 LOGO_SHARE = 0.10
 LOGO_OPACITY = 0.6
+#: Unrelated footage before and after the video inside a compilation, each at least this long
+#: and at least as long as the video (which is then at most a third of the upload).
+FILLER_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,107 @@ def logo(data: bytes) -> bytes:
         return rgb
 
     return _rewrite(data, stamped)
+
+
+# --- a compilation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Compilation:
+    """An upload holding the video whole between two stretches of other footage."""
+
+    data: bytes
+    #: The fillers shown (indices into the ``fillers`` given), in order; one may show twice
+    #: when the footage given is shorter than the stretches.
+    fillers: tuple[int, ...]
+    before: float  # seconds of filler before the video
+    video: float  # seconds of the video (its decoded frames at its frame rate)
+    after: float  # seconds of filler after it
+
+    @property
+    def share(self) -> float:
+        """The video's share of the upload's duration."""
+        return self.video / (self.before + self.video + self.after)
+
+
+def fitted(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame scaled to fit ``width`` x ``height`` with its shape kept, centred on black
+    bars (RGB)."""
+    scale = min(width / frame.width, height / frame.height)
+    w = min(width, max(2, round(frame.width * scale)))
+    h = min(height, max(2, round(frame.height * scale)))
+    picture = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    top, left = (height - h) // 2, (width - w) // 2
+    canvas[top : top + h, left : left + w] = picture
+    return canvas
+
+
+def _footage(
+    fillers: Sequence[bytes], first: int, fps: float, width: int, height: int, shown: list[int]
+) -> Iterator[np.ndarray]:
+    """Endless filler footage at ``fps``, fitted to ``width`` x ``height``: each filler whole
+    from its first frame, then the next (from ``fillers[first]``, round and round), each output
+    instant showing the filler's last frame at or before it. A filler that cannot be decoded is
+    skipped; ``shown`` collects the fillers that gave frames."""
+    count = len(fillers)
+    failed = 0
+    for turn in range(first, first + 1_000_000):
+        which = turn % count
+        gave = False
+        index, previous = 0, None
+        try:
+            for moment, frame in frames(fillers[which]):
+                while previous is not None and index / fps < moment:
+                    if not gave:
+                        shown.append(which)
+                        gave = True
+                    yield previous
+                    index += 1
+                previous = fitted(frame, width, height)
+        except (av.FFmpegError, ValueError):
+            previous = None  # its decoded part stands; the rest of it is skipped
+        if previous is not None:  # the last frame, for one frame time
+            if not gave:
+                shown.append(which)
+                gave = True
+            yield previous
+        failed = 0 if gave else failed + 1
+        if failed >= count:
+            raise ValueError("no filler video could be decoded")
+
+
+def inside_longer(
+    data: bytes, fillers: Sequence[bytes], *, seconds: float = FILLER_SECONDS
+) -> Compilation:
+    """The video whole, between two stretches of other videos (``fillers``, taken in turn,
+    each whole from its start): each stretch ``max(seconds, the video's duration)`` long, so
+    that the video is at most a third of the upload. The fillers are scaled (shape kept, on
+    black bars) to the video's size and shown at its frame rate; one H.264 stream, CRF 23."""
+    if not fillers:
+        raise ValueError("a compilation needs filler videos")
+    source = probe(data)
+    width, height = _even(source.width), _even(source.height)
+    count = sum(1 for _ in frames(data))
+    own = count / source.fps
+    stretch = max(seconds, own)
+    filler_frames = round(stretch * source.fps)
+    shown: list[int] = []
+
+    def pictures() -> Iterator[av.VideoFrame | np.ndarray]:
+        before = _footage(fillers, 0, source.fps, width, height, shown)
+        for _ in range(filler_frames):
+            yield next(before)
+        after_first = shown[-1] + 1 if shown else 0
+        yield from (frame for _, frame in frames(data))
+        after = _footage(fillers, after_first, source.fps, width, height, shown)
+        for _ in range(filler_frames):
+            yield next(after)
+
+    made = encode(pictures(), width, height, source.fps)
+    return Compilation(
+        made, tuple(shown), filler_frames / source.fps, own, filler_frames / source.fps
+    )
 
 
 TRANSFORMS: dict[str, Transform] = {
