@@ -675,10 +675,16 @@ def by_list(verdict: Verdict, lists: Iterable[str]) -> dict[str, Found]:
             score |= {
                 "query_percent": round(match.video.query_percent, 2),
                 "listed_percent": round(match.video.listed_percent, 2),
+                "query_coverage": round(match.video.query_coverage, 2),
+                "listed_coverage": round(match.video.listed_coverage, 2),
                 "query_frames": match.video.query_frames,
                 "query_kept": match.video.query_kept,
                 "listed_frames": match.video.listed_frames,
                 "listed_kept": match.video.listed_kept,
+                "query_seconds": match.video.query_seconds,
+                "query_seconds_kept": match.video.query_seconds_kept,
+                "listed_seconds": match.video.listed_seconds,
+                "listed_seconds_kept": match.video.listed_seconds_kept,
             }
         found.setdefault(match.list, {})[match.reference or ""] = score
     return {rule: Found(found.get(rule, {})) for rule in lists}
@@ -809,7 +815,14 @@ def renditions(
             out.setdefault(outcome.group, {})[f"{name} -> {other}"] = {
                 "default": reference in outcome.found["default"].references,
                 "every_frame": reference in outcome.found[EVERY_FRAME].references,
-                **({"query_percent": score["query_percent"]} if score else {}),
+                **(
+                    {
+                        "query_percent": score["query_percent"],
+                        "query_coverage": score["query_coverage"],
+                    }
+                    if score
+                    else {}
+                ),
             }
     summary = {
         group: {
@@ -822,23 +835,34 @@ def renditions(
     return {"summary": summary, "pairs": out}
 
 
+def coverage(score: dict[str, float], side: str) -> float:
+    """A side's (``query``, ``listed``) coverage, unrounded: the share of its seconds holding a
+    matched frame, what the lists' rules judge (:func:`hashmatch.matching.video.meets_rule`);
+    an image's hit (no video score) covers all."""
+    if f"{side}_seconds_kept" not in score:
+        return 100.0
+    kept = score[f"{side}_seconds_kept"]
+    return 100.0 * score[f"{side}_seconds"] / kept if kept else 0.0
+
+
 def first_branch(score: dict[str, float] | None, rule: dict[str, int]) -> bool:
-    """Whether a video score passes the rule's two percentages (its first branch), judged
-    on the frame counts as :func:`hashmatch.matching.video.meets_rule` judges them."""
-    if not score or "query_kept" not in score or not score["query_frames"]:
+    """Whether a video score passes the rule's two percentages (its first branch), judged as
+    :func:`hashmatch.matching.video.meets_rule` judges them: on each side's coverage."""
+    if not score or "query_seconds_kept" not in score or not score["query_frames"]:
         return False
-    query = 100.0 * score["query_frames"] / score["query_kept"]
-    listed = 100.0 * score["listed_frames"] / score["listed_kept"] if score["listed_kept"] else 0
-    return query >= rule["vpdq_query_percent"] and listed >= rule["vpdq_listed_percent"]
+    return (
+        coverage(score, "query") >= rule["vpdq_query_percent"]
+        and coverage(score, "listed") >= rule["vpdq_listed_percent"]
+    )
 
 
 def containment(
     outcomes: Sequence[Outcome], hashable: set[str], rule: dict[str, int]
 ) -> dict[str, Any]:
     """Per kind of video query, the own original's matches at the default rule: how many the
-    two percentages alone pass (the rule's first branch, judged on the ``any_frame`` list's
-    scores), how many only the containment share finds, and the list without the share, which
-    must agree with the first."""
+    two percentages alone pass (the rule's first branch, on each side's coverage, judged on
+    the ``any_frame`` list's scores), how many only the containment share finds, and the list
+    without the share, which must agree with the first."""
     out: dict[str, Any] = {}
     for kind in sorted({o.kind for o in outcomes} - {"still", "photo_in_video"}):
         chosen = [o for o in outcomes if o.kind == kind and o.own in hashable]
@@ -880,10 +904,12 @@ def compilation_report(
         if not score or "query_kept" not in score:
             return {"any_frame": False}
         return {
-            "query": f"{score['query_frames']:g}/{score['query_kept']:g}",
-            "query_percent": score["query_percent"],
-            "listed": f"{score['listed_frames']:g}/{score['listed_kept']:g}",
-            "listed_percent": score["listed_percent"],
+            "query_coverage": score["query_coverage"],
+            "query_seconds": f"{score['query_seconds']:g}/{score['query_seconds_kept']:g}",
+            "listed_coverage": score["listed_coverage"],
+            "listed_seconds": f"{score['listed_seconds']:g}/{score['listed_seconds_kept']:g}",
+            "query_frames": f"{score['query_frames']:g}/{score['query_kept']:g}",
+            "listed_frames": f"{score['listed_frames']:g}/{score['listed_kept']:g}",
         }
 
     def quantiles(key: str) -> dict[str, float] | None:
@@ -909,8 +935,10 @@ def compilation_report(
             "found": fillers,
         },
         "video_percent_of_upload": _quantiles(sorted(shares)),
-        "own_query_percent": quantiles("query_percent"),
-        "own_listed_percent": quantiles("listed_percent"),
+        "own_query_coverage": quantiles("query_coverage"),
+        "own_listed_coverage": quantiles("listed_coverage"),
+        "own_query_percent_of_frames": quantiles("query_percent"),
+        "own_listed_percent_of_frames": quantiles("listed_percent"),
         "missed": {o.query: counts(scores[o.query]) for o in chosen if not o.recall("default")},
         "matched": {o.query: counts(scores[o.query]) for o in matched},
         "layout": layout,
@@ -919,17 +947,19 @@ def compilation_report(
 
 def own_scores(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Per kind of video query, the own original's vPDQ scores when any frame matched
-    (the ``any_frame`` list): what a rule's percentages are chosen against."""
+    (the ``any_frame`` list): each side's coverage (of seconds, what a rule's percentages are
+    compared with and chosen against) and its share of frames (vPDQ's percentages)."""
     out: dict[str, Any] = {}
     for kind in sorted({o.kind for o in outcomes} - {"still", "photo_in_video"}):
         scores = [o.found["any_frame"].references.get(o.own) for o in outcomes if o.kind == kind]
-        query = sorted(s["query_percent"] for s in scores if s and "query_percent" in s)
-        listed = sorted(s["listed_percent"] for s in scores if s and "listed_percent" in s)
+        found = [s for s in scores if s and "query_coverage" in s]
         out[kind] = {
             "queries": len(scores),
-            "any_frame_matched": len(query),
-            "query_percent": _quantiles(query),
-            "listed_percent": _quantiles(listed),
+            "any_frame_matched": len(found),
+            **{
+                key: _quantiles(sorted(s[key] for s in found))
+                for key in ("query_coverage", "listed_coverage", "query_percent", "listed_percent")
+            },
         }
     return out
 
@@ -945,10 +975,10 @@ def _quantiles(values: Sequence[float]) -> dict[str, float] | None:
 
 
 def percent_sweep(outcomes: Sequence[Outcome], hashable: set[str]) -> dict[str, Any]:
-    """Recall per transform and false matches at query % = 0, 10, ..., 100 (listed % = 0), read
-    from the ``any_frame`` list's scores (the rule is these two numbers against the list's
-    two percentages: :func:`hashmatch.matching.video.meets_rule`); checked against the lists
-    that have these rules."""
+    """Recall per transform and false matches at query % = 0, 10, ..., 100 (listed % = 0, no
+    containment share), read from the ``any_frame`` list's scores: the rule compares each
+    side's coverage (:func:`coverage`) with the list's two percentages (``meets_rule`` of
+    :mod:`hashmatch.matching.video`); checked against the lists that have these rules."""
     sweep: dict[str, Any] = {}
     video_kinds = sorted({o.kind for o in outcomes} - {"still"})
     for percent in range(0, 101, 10):
@@ -959,7 +989,7 @@ def percent_sweep(outcomes: Sequence[Outcome], hashable: set[str]) -> dict[str, 
             hits = 0
             for outcome in chosen:
                 for reference, score in outcome.found["any_frame"].references.items():
-                    passes = score.get("query_percent", 100.0) >= percent
+                    passes = coverage(score, "query") >= percent
                     if not passes:
                         continue
                     if reference == outcome.own:
