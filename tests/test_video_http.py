@@ -216,3 +216,33 @@ def test_video_byte_cap_is_the_videos_own(tmp_path: Path) -> None:
             "/v1/match", content=jpeg, headers={**key, "Content-Type": "image/jpeg"}
         )
         assert ok.status_code == 200, ok.text
+
+
+def test_another_organisation_cannot_match_add_to_or_read_a_listed_video(
+    service: Service, listed: tuple[dict[str, str], bytes]
+) -> None:
+    owner, original = listed
+    other = service.key("ncc", Role.CONTRIBUTE, Role.MATCH)
+    # Not shared: its videos do not match for another organisation, by upload or by frames.
+    assert matched(service, other, original)["match"] is False
+    frames = hashed(service, other, original)["video"]["frames"]
+    by_frames = service.post("/v1/match/hashes", other, json={"videos": [{"frames": frames}]})
+    assert by_frames.json()["match"] is False
+    # It can neither add to the list, nor withdraw or revive its entries.
+    entry = {"algorithm": "vpdq", "frames": frames, "reference": "planted"}
+    added = service.post("/v1/lists/videos/entries", other, json={"entries": [entry]})
+    assert added.status_code == 404
+    for action in ("withdrawals", "revivals"):
+        body = {"reason": "x", "references": ["case-9"]}
+        assert service.post(f"/v1/lists/videos/{action}", other, json=body).status_code == 404
+    # Shared and accepted: it matches, with scores but no distance and no hash of the owner's.
+    service.client.patch("/v1/lists/videos", json={"shared_with": ["ncc"]}, headers=owner)
+    admin = service.key("ncc", Role.ADMIN)
+    assert service.post("/v1/shares/videos/accept", admin).status_code == 200
+    service.follow()
+    result = matched(service, other, original)
+    (hit,) = result["matches"]
+    assert result["match"] is True and hit["distance"] is None and hit["video"] is not None
+    listed_hexes = {line.split(",")[2] for line in frames}
+    assert not any(value in str(hit) for value in listed_hexes)
+    assert matched(service, owner, original)["matches"][0]["distance"] == 0

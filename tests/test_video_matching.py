@@ -337,6 +337,7 @@ def test_withdrawing_a_video_withdraws_every_frame(url: str, tmp_path: Path) -> 
     assert all(state.match([Hash(PDQ, code)]) == [[]] for code in codes)
     assert search_video(state, QueryFrames.of(video(codes))).hits == []
     assert len(state.videos) == 0
+    assert len(state.indexes[PDQ]) == 0  # its frames are out of the index, not just unreported
 
 
 def test_snapshots_keep_listed_videos(url: str, tmp_path: Path) -> None:
@@ -419,3 +420,22 @@ def test_a_dense_listing_is_judged_by_seconds_not_by_frames(url: str, tmp_path: 
     assert score.listed_percent == 10  # one listed frame in ten was met...
     assert score.listed_coverage == 100 and score.query_coverage == 100  # ...in every second
     assert (score.listed_seconds, score.listed_seconds_kept) == (20, 20)
+
+
+def test_a_dense_listing_inside_a_longer_upload_is_found_by_its_seconds(
+    url: str, tmp_path: Path
+) -> None:
+    store = Store.open(url)
+    store.lists.create("compilations", owner="a", category="ncii", actor="t")
+    codes = random_codes(100, seed=31)  # 10 s listed at 10 frames a second
+    add_video(
+        store, "compilations", [FrameHash(i * 3, i / 10, c, 100) for i, c in enumerate(codes)], "d"
+    )
+    state = loaded(store, tmp_path).state
+    # Once a second, 30 unrelated seconds, the listed video's 10 seconds, 30 more.
+    upload = (
+        random_codes(30, seed=32) + [codes[i * 10] for i in range(10)] + random_codes(30, seed=33)
+    )
+    (hit,) = search_video(state, QueryFrames.of(video(upload))).hits
+    assert hit.match.video is not None
+    assert hit.match.video.listed_percent == 10 and hit.match.video.listed_coverage == 100
