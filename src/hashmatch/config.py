@@ -57,6 +57,16 @@ def _name_values(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(pairs))
 
 
+def _timezone(raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("must be an IANA time zone name, e.g. Asia/Taipei") from None
+    return raw
+
+
 def _per_signal_bounds(env: Mapping[str, str]) -> dict[str, int]:
     """``HASHMATCH_MAX_THRESHOLD_PDQ=45``: one signal type's bound in a variable of its own
     (the form of earlier releases, and of any signal type registered by a deployment)."""
@@ -158,6 +168,16 @@ class Settings:
     exchange_share_platforms: bool = field(default=False, metadata={"parse": _flag})
     #: How often each peer's mirrors are verified against the origin, in seconds.
     exchange_verify_every: float = field(default=3600.0, metadata={"parse": _positive_float})
+
+    #: The staff console (``/console``): minutes a session lives without a request, hours it
+    #: lives at most, whether admins must have a second factor, whether cookies are marked
+    #: Secure (set it behind a TLS-terminating proxy; requests over https always are), and the
+    #: time zone pages use for a person who has not chosen one.
+    console_idle_minutes: float = field(default=30.0, metadata={"parse": _positive_float})
+    console_absolute_hours: float = field(default=12.0, metadata={"parse": _positive_float})
+    console_require_totp_for_admins: bool = field(default=False, metadata={"parse": _flag})
+    console_secure_cookies: bool = field(default=False, metadata={"parse": _flag})
+    console_timezone: str = field(default="UTC", metadata={"parse": _timezone})
 
     def __post_init__(self) -> None:
         try:

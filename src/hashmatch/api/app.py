@@ -25,6 +25,7 @@ from hashmatch.api.metrics import Metrics, MetricsMiddleware
 from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.api.videos import VIDEO_DECODERS
 from hashmatch.config import Settings
+from hashmatch.console.app import create_console
 from hashmatch.exchange.fetcher import start_fetcher
 from hashmatch.matching.follower import Follower
 from hashmatch.matching.probes import ProbeGuard, ProbeRules
@@ -109,7 +110,11 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
-    routes = RouteTable(route for router in routers for route in router.routes)
+    console = create_console(services)
+    app.mount("/console", console)
+    routes = RouteTable(
+        (route for router in routers for route in router.routes), {"/console": console.routes}
+    )
     # Outermost last: metrics see every request, refused ones too; the key is checked before
     # the body cap, and both before anything reads the body.
     app.add_middleware(BodyLimit, routes=routes)

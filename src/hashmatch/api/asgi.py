@@ -3,7 +3,7 @@ for, before the app has routed it) and the HTTP-only middleware shape."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
@@ -12,14 +12,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 class RouteTable:
     """The API's routes, to find the one a request is meant for before the app routes it
-    (to cap its body, or to count a refused request under its template)."""
+    (to cap its body, or to count a refused request under its template). ``mounts``: the
+    routes of apps mounted under a path prefix (the console's)."""
 
-    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+    def __init__(
+        self, routes: Iterable[BaseRoute], mounts: Mapping[str, Iterable[BaseRoute]] | None = None
+    ) -> None:
         self._routes = [route for route in routes if isinstance(route, APIRoute)]
+        self._mounts = {
+            prefix: [route for route in mounted if isinstance(route, APIRoute)]
+            for prefix, mounted in (mounts or {}).items()
+        }
 
     def find(self, scope: Scope) -> APIRoute | None:
         path, method = scope.get("path", ""), scope.get("method", "")
-        for route in self._routes:
+        routes = self._routes
+        for prefix, mounted in self._mounts.items():
+            if path.startswith(prefix + "/"):
+                path, routes = path[len(prefix) :], mounted
+                break
+        for route in routes:
             if route.path_regex.match(path) and method in (route.methods or ()):
                 return route
         return None

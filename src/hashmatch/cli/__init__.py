@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from hashmatch import __version__
-from hashmatch.cli import exchange, keys, lists, match, serve, shares, stats, webhooks
+from hashmatch.cli import exchange, keys, lists, match, serve, shares, stats, users, webhooks
 from hashmatch.cli import hash as hash_command
 from hashmatch.cli.common import stderr
 from hashmatch.config import Settings
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_parser(commands)
     webhooks.add_parser(commands, actor)
     exchange.add_parser(commands, actor)
+    users.add_parser(commands, actor)
     return parser
 
 

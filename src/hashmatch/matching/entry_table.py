@@ -93,6 +93,19 @@ class EntryTable:
             int(self._list_ids[row]), reference, labels, None if origin_id < 0 else origin_id
         )
 
+    def counts_by_list(self) -> dict[int, int]:
+        """Live entries per list id, without touching the database (the console's counts)."""
+        lists, counts = np.unique(self._list_ids, return_counts=True)
+        found = {int(list_id): int(count) for list_id, count in zip(lists, counts, strict=True)}
+        # Copies: the follower's thread may add or withdraw meanwhile.
+        for entry_id in tuple(self._gone):
+            row = self._row(entry_id)
+            if row is not None:
+                found[int(self._list_ids[row])] -= 1
+        for meta in tuple(self._recent.values()):
+            found[meta.list_id] = found.get(meta.list_id, 0) + 1
+        return found
+
     def _row(self, entry_id: int) -> int | None:
         row = int(np.searchsorted(self._ids, entry_id))
         if row < self._ids.size and self._ids[row] == entry_id:

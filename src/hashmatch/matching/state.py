@@ -179,6 +179,10 @@ class MatchState:
     def get_list(self, name: str) -> ListInfo | None:
         return self._lists_by_name.get(name)
 
+    def live_counts(self) -> dict[int, int]:
+        """Live entries per list id, as this replica matches them."""
+        return self._entries.counts_by_list()
+
     def size(self, algorithm: SignalType) -> int:
         """Hashes held for ``algorithm``: for videos, listed videos (their frames are
         counted in the PDQ index)."""

@@ -14,6 +14,8 @@
 - :mod:`.outcomes`: platforms' outcome reports by match id, match counts, the token secret
 - :mod:`.stats`: a list's stats and false positives, for its owner
 - :mod:`.webhooks`: withdrawal notices owed to platforms, and the sender's lease
+- :mod:`.users` and :mod:`.sessions`: staff accounts (passwords, second factor, lockout) and
+  their console sessions
 
 Every write is one transaction that also appends its change-log row and its audit row, so an
 import that fails half way leaves nothing behind.
@@ -34,7 +36,9 @@ from hashmatch.store.outcomes import Outcomes
 from hashmatch.store.peers import Leases, Peers, instance_name
 from hashmatch.store.records import EntryRow, ImportReport, ListInfo
 from hashmatch.store.remote_outcomes import RemoteOutcomes
+from hashmatch.store.sessions import Session, SessionRules, Sessions
 from hashmatch.store.stats import Reviews
+from hashmatch.store.users import LoginResult, StaffRole, UserInfo, Users
 from hashmatch.store.webhooks import Webhooks
 from hashmatch.store.withdrawals import EntryReport, Withdrawals
 
@@ -65,6 +69,8 @@ class Store:
         self.withdrawals.on_withdrawn = self.webhooks.queue_withdrawn
         self.mirrors.on_withdrawn = self.webhooks.queue_withdrawn
         self.remote_outcomes = RemoteOutcomes(database, self.lists)
+        self.users = Users(database, self.lists, self.audit)
+        self.sessions = Sessions(database, self.users)
         self.reviews = Reviews(
             database, self.lists, self.entries, self.withdrawals, self.audit, self.remote_outcomes
         )
@@ -114,10 +120,17 @@ __all__ = [
     "Keys",
     "ListInfo",
     "Lists",
+    "LoginResult",
     "Outcomes",
     "Reviews",
     "Role",
+    "Session",
+    "SessionRules",
+    "Sessions",
+    "StaffRole",
     "Store",
+    "UserInfo",
+    "Users",
     "Webhooks",
     "Withdrawals",
     "database_url",

@@ -306,3 +306,76 @@ remote_outcomes = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_remote_outcomes_list_id", "list_id"),
 )
+
+# Staff of an organisation, who use the console: a login, an Argon2 password hash, a role
+# (viewer < analyst < admin) and an optional TOTP second factor. ``failed_logins`` and
+# ``locked_until`` carry the back-off after wrong passwords across workers and replicas;
+# ``totp_step`` is the last time step accepted, so a code is never accepted twice.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("organisation_id", ForeignKey("organisations.id"), nullable=False),
+    Column("login", String(64), nullable=False, unique=True),
+    Column("name", String(128), nullable=False, server_default=""),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(256), nullable=False),
+    Column("must_change_password", Boolean, nullable=False, server_default=false()),
+    Column("totp_secret", String(64), nullable=True),
+    Column("totp_step", BigInteger, nullable=True),
+    Column("locale", String(16), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("failed_logins", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("last_login_at", DateTime(timezone=True), nullable=True),
+)
+
+# A console session: only the SHA-256 of its cookie is stored. ``stage`` is ``password`` while
+# the second factor is awaited, ``full`` once signed in. Idle and absolute expiry are checked
+# against ``seen_at`` and ``created_at`` on every request.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("seen_at", DateTime(timezone=True), nullable=False),
+    Index("ix_console_sessions_user_id", "user_id"),
+)
+
+# A hash-set file uploaded in the console, held (in chunks, across replicas) between its
+# validation report and the analyst's confirmation, then deleted. Hash sets only: media never.
+staged_uploads = Table(
+    "staged_uploads",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("list_id", ForeignKey("lists.id", ondelete="CASCADE"), nullable=False),
+    Column("filename", String(256), nullable=False, server_default=""),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+    Column("report", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+staged_chunks = Table(
+    "staged_chunks",
+    metadata,
+    Column(
+        "upload_id",
+        ForeignKey("staged_uploads.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# The console's audit filters: by person, by action, by date, newest first.
+Index("ix_audit_actor_id", audit.c.actor, audit.c.id)
+Index("ix_audit_action_id", audit.c.action, audit.c.id)
+Index("ix_audit_at", audit.c.at)

@@ -1,0 +1,7 @@
+"""Console pages: uploads (being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
