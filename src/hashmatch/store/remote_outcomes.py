@@ -52,6 +52,7 @@ class RemoteTally:
     matches: int
     outcomes: dict[str, int]
     removal_seconds: list[float]
+    day: dt.date | None = None
 
 
 def _day(value: dt.datetime) -> dt.date:
@@ -185,6 +186,7 @@ class RemoteOutcomes:
                     int(r["matches"]),
                     dict(r["outcomes"]),
                     [float(s) for s in r["removal_seconds"]],
+                    r["day"],
                 )
                 for r in conn.execute(query).mappings()
             ]

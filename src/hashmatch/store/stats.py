@@ -201,6 +201,48 @@ class Reviews:
         result.partners = dict(partners)
         return result
 
+    def daily(
+        self, list_ids: list[int], since: dt.date, until: dt.date
+    ) -> list[tuple[dt.date, int, int]]:
+        """Matches and removals per UTC day over ``since``..``until`` for these lists (partner
+        instances' included): one row a day, zeros where nothing happened."""
+        start, end = _days(since, until)
+        matches: defaultdict[dt.date, int] = defaultdict(int)
+        removals: defaultdict[dt.date, int] = defaultdict(int)
+        if list_ids:
+            with self._database.engine.connect() as conn:
+                counted = (
+                    select(match_counts.c.day, func.sum(match_counts.c.matches))
+                    .where(
+                        match_counts.c.list_id.in_(list_ids),
+                        match_counts.c.day >= start.date(),
+                        match_counts.c.day < end.date(),
+                    )
+                    .group_by(match_counts.c.day)
+                )
+                for day, total in conn.execute(counted):
+                    matches[day] += int(total)
+                removed = select(outcomes.c.matched_at).where(
+                    outcomes.c.list_id.in_(list_ids),
+                    outcomes.c.outcome == OutcomeKind.REMOVED.value,
+                    outcomes.c.matched_at >= start,
+                    outcomes.c.matched_at < end,
+                )
+                for (matched_at,) in conn.execute(removed):
+                    removals[as_utc(matched_at).date()] += 1
+            if self._remote is not None:
+                for list_id in list_ids:
+                    for found in self._remote.tallies(list_id, start.date(), end.date()):
+                        if found.day is None:
+                            continue
+                        matches[found.day] += found.matches
+                        removals[found.day] += found.outcomes.get(OutcomeKind.REMOVED.value, 0)
+        days = (until - since).days + 1
+        return [
+            (day, matches[day], removals[day])
+            for day in (since + dt.timedelta(days=n) for n in range(days))
+        ]
+
     # --- false positives -------------------------------------------------------------------
 
     def false_positives(

@@ -3,14 +3,20 @@ per day."""
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Final
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch.console import web
+from hashmatch.console.chart import chart
 from hashmatch.console.web import Viewer
 
 router = APIRouter()
+
+CHART_DAYS: Final = 30
 
 
 @router.get("/")
@@ -29,6 +35,13 @@ async def overview(request: Request, staff: Viewer) -> Response:
         for info in infos
         if info.owner != staff.organisation and staff.organisation in info.shared_with
     ]
+    today = dt.datetime.now(dt.UTC).date()
+    daily = await run_in_threadpool(
+        store.reviews.daily,
+        [info.id for info in owned],
+        today - dt.timedelta(days=CHART_DAYS - 1),
+        today,
+    )
     return web.render(
         request,
         "overview.html",
@@ -37,5 +50,6 @@ async def overview(request: Request, staff: Viewer) -> Response:
             "offered": offered,
             "counts": counts,
             "loading": not services.ready,
+            "chart": chart(daily),
         },
     )
