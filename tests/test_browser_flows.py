@@ -1,0 +1,169 @@
+"""The console in a real browser (Debian's Chromium, driven by Playwright): signing in with and
+without a second factor, lockout, keyboard-only use, every language; each page checked by
+axe-core and photographed (tests/artifacts/, not committed)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from browser import (
+    ConsoleServer,
+    Pages,
+    check_accessibility,
+    chromium,
+    live_console,
+    pages,
+    screenshot,
+    totp_fresh,
+)
+
+__all__ = ["chromium", "pages"]  # fixtures, found by pytest by name
+
+PASSWORD = "a long enough passphrase"
+SCRIPTS = {"zh_TW": r"[\u4e00-\u9fff]", "ko": r"[\uac00-\ud7af]"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleServer]:
+    with live_console(tmp_path_factory.mktemp("console")) as running:
+        yield running
+
+
+def sign_in(page: Page, server: ConsoleServer, login: str, password: str = PASSWORD) -> None:
+    page.goto(f"{server.url}/console/login")
+    page.get_by_label("Login", exact=True).fill(login)
+    page.get_by_label("Password", exact=True).fill(password)
+    with page.expect_navigation():
+        page.get_by_label("Password", exact=True).press("Enter")
+
+
+def test_sign_in_and_out_with_the_keyboard_alone(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    server.create_user("kbd", "kcsc", "viewer", password=PASSWORD)
+    page = pages()
+    page.goto(f"{server.url}/console/login")
+    # The login field has the focus from the start; the skip link shows when focused.
+    expect(page.get_by_label("Login", exact=True)).to_be_focused()
+    page.keyboard.type("kbd")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password", exact=True)).to_be_focused()
+    page.keyboard.type(PASSWORD)
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert urlsplit(page.url).path == "/console/"
+    expect(page.get_by_role("heading", level=1)).to_have_text("Overview")
+    page.locator(".skip").focus()
+    box = page.locator(".skip").bounding_box()
+    assert box is not None and box["x"] >= 0 and box["y"] >= 0  # on screen when focused
+    # Focus is visible: the focused control has an outline.
+    page.keyboard.press("Tab")
+    page.get_by_role("link", name="Audit").focus()
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("none", "")
+    screenshot(page, request.node.name, "overview")
+    check_accessibility(page, "overview")
+    sign_out = page.get_by_role("button", name="Sign out")
+    sign_out.focus()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert urlsplit(page.url).path == "/console/login"
+    page.goto(f"{server.url}/console/")
+    assert urlsplit(page.url).path == "/console/login"
+
+
+def test_sign_in_with_a_second_factor(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    user = server.create_user("twofa", "kcsc", "admin", totp=True, password=PASSWORD)
+    secret = user["totp_secret"]
+    assert secret
+    page = pages()
+    sign_in(page, server, "twofa")
+    assert urlsplit(page.url).path == "/console/login/totp"
+    screenshot(page, request.node.name, "code")
+    check_accessibility(page, "second-factor")
+    code = page.get_by_label(re.compile("code", re.I))
+    code.fill("000000" if totp_fresh(secret) != "000000" else "111111")
+    with page.expect_navigation():
+        code.press("Enter")
+    expect(page.get_by_role("alert")).to_be_visible()
+    screenshot(page, request.node.name, "wrong-code")
+    code = page.get_by_label(re.compile("code", re.I))
+    code.fill(totp_fresh(secret))
+    with page.expect_navigation():
+        code.press("Enter")
+    assert urlsplit(page.url).path == "/console/"
+    expect(page.get_by_role("link", name="People")).to_be_visible()  # an admin's page
+    screenshot(page, request.node.name, "signed-in")
+
+
+def test_lockout_after_repeated_wrong_passwords(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    server.create_user("guessed", "kcsc", "analyst", password=PASSWORD)
+    page = pages()
+    for attempt in range(5):
+        sign_in(page, server, "guessed", f"wrong guess number {attempt}")
+        expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("locked")
+    screenshot(page, request.node.name, "locked")
+    check_accessibility(page, "locked")
+    sign_in(page, server, "guessed")  # the right password, during the lock
+    assert urlsplit(page.url).path == "/console/login"
+    expect(page.get_by_role("alert")).to_contain_text("locked")
+
+
+@pytest.mark.parametrize("language", ["zh_TW", "ko", "en"])
+def test_switch_to_each_language(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest, language: str
+) -> None:
+    login = f"lang-{language.lower().replace('_', '-')}"
+    server.create_user(login, "kcsc", "viewer", password=PASSWORD)
+    page = pages(locale="en")
+    sign_in(page, server, login)
+    english = page.get_by_role("heading", level=1).inner_text()
+    page.get_by_label("Language", exact=True).first.select_option(language)
+    with page.expect_navigation():
+        page.locator("form.language button").click()
+    assert page.locator("html").get_attribute("lang") == language.replace("_", "-")
+    heading = page.get_by_role("heading", level=1).inner_text()
+    if language == "en":
+        assert heading == english
+    else:
+        assert heading != english and re.search(SCRIPTS[language], heading), heading
+        # Dates follow the language too: the month or day words are in its script.
+        assert re.search(SCRIPTS[language], page.locator("main").inner_text())
+    screenshot(page, request.node.name, f"overview-{language}")
+    check_accessibility(page, f"overview-{language}")
+    # The choice sticks to the person, not just this page.
+    page.goto(f"{server.url}/console/account")
+    assert page.locator("html").get_attribute("lang") == language.replace("_", "-")
+    check_accessibility(page, f"account-{language}")
+
+
+def test_the_browsers_language_is_the_first_guess(server: ConsoleServer, pages: Pages) -> None:
+    for header, lang in (("ko-KR", "ko"), ("zh-TW", "zh-TW"), ("en-GB", "en")):
+        page = pages(locale=header)
+        page.goto(f"{server.url}/console/login")
+        assert page.locator("html").get_attribute("lang") == lang
+
+
+def test_screenshots_for_the_readme(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    """The README's pictures, made by the same browser the tests use (copied into docs/ by
+    hand when the console changes; see docs/README.md)."""
+    server.create_user("shots", "kcsc", "admin", password=PASSWORD, name="Analyst Kim")
+    for locale in ("zh_TW", "ko"):
+        page = pages(locale=locale.replace("_", "-"))
+        sign_in(page, server, "shots")
+        path = screenshot(page, request.node.name, f"overview-{locale}")
+        assert path.exists() and path.stat().st_size > 10_000
+        assert Path(path).suffix == ".png"
