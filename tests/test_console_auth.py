@@ -342,3 +342,47 @@ def test_the_overview_shows_only_the_organisations_own_and_offered_lists(
     assert re.search(r'class="num">2<', page)  # its live entries, from the index
     partner = staff_client(service, "ncc", "bob", StaffRole.VIEWER).get("/console/").text
     assert "kcsc-ncii" in partner and "ncc-private" in partner and "third-secret" not in partner
+
+
+def test_an_admin_accepts_and_leaves_an_offer_from_the_overview(sqlite_service: Service) -> None:
+    service = sqlite_service
+    kcsc = service.key("kcsc", Role.ADMIN)
+    ncc_match = service.key("ncc", Role.MATCH)
+    service.create_list(kcsc, "kcsc-ncii", shared_with=["ncc"])
+    service.add(kcsc, "kcsc-ncii", ("md5", "ab" * 16, "r1"))
+
+    def matched() -> bool:
+        service.follow()
+        body = {"hashes": [{"algorithm": "md5", "value": "ab" * 16}]}
+        response = service.client.post("/v1/match/hashes", json=body, headers=ncc_match)
+        assert response.status_code == 200, response.text
+        return bool(response.json()["results"][0]["matches"])
+
+    assert not matched()
+    viewer = staff_client(service, "ncc", "val", StaffRole.VIEWER)
+    page = viewer.get("/console/")
+    refused = viewer.post(
+        "/console/shares/kcsc-ncii", data={"answer": "accept", "csrf": csrf_of(page.text)}
+    )
+    assert refused.status_code == 403 and not matched()
+    outsider = staff_client(service, "third", "tom", StaffRole.ADMIN)
+    page = outsider.get("/console/")
+    hidden = outsider.post(
+        "/console/shares/kcsc-ncii", data={"answer": "accept", "csrf": csrf_of(page.text)}
+    )
+    assert hidden.status_code == 404
+    admin = staff_client(service, "ncc", "ada", StaffRole.ADMIN)
+    page = admin.get("/console/")
+    assert admin.post("/console/shares/kcsc-ncii", data={"answer": "accept"}).status_code == 403
+    assert not matched()
+    done = admin.post(
+        "/console/shares/kcsc-ncii",
+        data={"answer": "accept", "csrf": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and matched()
+    rows = service.store.audit.log("kcsc-ncii")
+    assert rows[0]["action"] == "share.accept" and rows[0]["actor"] == "user:ada:ncc"
+    page = admin.get("/console/")
+    admin.post("/console/shares/kcsc-ncii", data={"answer": "leave", "csrf": csrf_of(page.text)})
+    assert not matched()

@@ -7,12 +7,13 @@ import datetime as dt
 from typing import Final
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from hashmatch.console import web
 from hashmatch.console.chart import chart
-from hashmatch.console.web import Viewer
+from hashmatch.console.web import Admin, Viewer
+from hashmatch.errors import NotFound
 
 router = APIRouter()
 
@@ -51,5 +52,21 @@ async def overview(request: Request, staff: Viewer) -> Response:
             "counts": counts,
             "loading": not services.ready,
             "chart": chart(daily),
+            "request_answered": request.query_params.get("answered"),
         },
     )
+
+
+@router.post("/shares/{name}")
+async def answer_offer(request: Request, name: str, staff: Admin) -> Response:
+    """Accept an offered list into the organisation's matches, or leave it (admins)."""
+    fields = await web.form(request, staff)
+    store = web.store_of(request)
+    info = await run_in_threadpool(store.lists.get, name)
+    if staff.organisation not in info.shared_with or info.owner == staff.organisation:
+        raise NotFound(f"no list named {name!r} is offered to your organisation")
+    accept = fields.get("answer") == "accept"
+    await run_in_threadpool(
+        lambda: store.lists.answer_offer(name, staff.organisation, actor=staff.actor, accept=accept)
+    )
+    return RedirectResponse(web.url("/?answered=" + ("accepted" if accept else "left")), 303)
