@@ -60,9 +60,8 @@ def prepare(folder: Path, entries: int, audit_rows: int) -> tuple[str, list[str]
         f"pdq,{code.tobytes().hex()},{ref}\n" for code, ref in zip(codes, references, strict=True)
     )
     started = time.monotonic()
-    report = store.entries.import_rows(
-        "big", read_hash_set(io.BytesIO(("algorithm,hash,reference\n" + text).encode())), actor="bench"
-    )
+    parsed = read_hash_set(io.BytesIO(("algorithm,hash,reference\n" + text).encode()))
+    report = store.entries.import_rows("big", parsed, actor="bench")
     print(f"imported {report.added} entries in {time.monotonic() - started:.0f} s", flush=True)
     store.users.create("bench", "admin", StaffRole.ADMIN, actor="bench", password=PASSWORD)
     for n in range(20):
@@ -202,7 +201,7 @@ def main() -> None:
                 "/v1/changes?limit=50",
             ),
             ("audit, by action", "/console/audit?action=key.create", "/v1/changes?limit=50"),
-            ("audit, date range", f"/console/audit?since={since}", "/v1/changes?limit=50"),
+            ("audit, date range", f"/console/audit?from={since}", "/v1/changes?limit=50"),
             ("keys", "/console/keys", "/v1/lists"),
             ("people", "/console/people", "/v1/lists"),
             ("exchanges", "/console/exchanges", "/v1/exchange/peers"),

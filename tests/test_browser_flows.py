@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Dialog, Page, expect
 
 from browser import (
     ConsoleServer,
@@ -167,3 +168,135 @@ def test_screenshots_for_the_readme(
         path = screenshot(page, request.node.name, f"overview-{locale}")
         assert path.exists() and path.stat().st_size > 10_000
         assert Path(path).suffix == ".png"
+
+
+HOSTILE = '<script>window.__pwned = 1</script>"><img src=x onerror="window.__pwned = 2">'
+
+
+def api(server: ConsoleServer, key: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def listed(
+    server: ConsoleServer, org: str, name: str, *refs: str, **fields: object
+) -> httpx.Client:
+    """A list of ``org`` with one md5 entry per reference, made through the API."""
+    client = api(server, server.api_key(org, "admin"))
+    created = client.post("/v1/lists", json={"name": name, "category": "ncii", **fields})
+    assert created.status_code == 201, created.text
+    entries = [
+        {"algorithm": "md5", "hash": f"{n:032x}", "reference": ref} for n, ref in enumerate(refs, 1)
+    ]
+    added = client.post(f"/v1/lists/{name}/entries", json={"entries": entries})
+    assert added.status_code == 200, added.text
+    return client
+
+
+@pytest.mark.parametrize("enforce_csp", [False, True])
+def test_hostile_descriptions_and_references_render_inert(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest, enforce_csp: bool
+) -> None:
+    """Escaping alone keeps them inert (the CSP bypassed), and so does the CSP."""
+    name = f"hostile-{int(enforce_csp)}"
+    listed(server, "kcsc", name, HOSTILE, "plain", description=HOSTILE)
+    login = f"xss{int(enforce_csp)}"
+    server.create_user(login, "kcsc", "analyst", password=PASSWORD)
+    page = pages(bypass_csp=not enforce_csp)
+    dialogs: list[str] = []
+
+    def seen(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", seen)
+    sign_in(page, server, login)
+    page.goto(f"{server.url}/console/lists/{name}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(name)
+    main = page.locator("main")
+    expect(main).to_contain_text("<script>window.__pwned = 1</script>")  # shown as text
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img[src=x]").count() == 0
+    assert page.locator("main script").count() == 0
+    page.get_by_label(re.compile("Select entry")).first.check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Withdraw selected").click()
+    assert page.evaluate("window.__pwned") is None and dialogs == []
+    screenshot(page, request.node.name, "escaped")
+
+
+def test_withdraw_from_the_list_page(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    client = listed(server, "kcsc", "to-withdraw", "keep-1", "go-1", "go-2")
+    server.create_user("withdrawer", "kcsc", "analyst", password=PASSWORD)
+    page = pages()
+    sign_in(page, server, "withdrawer")
+    page.goto(f"{server.url}/console/lists/to-withdraw")
+    check_accessibility(page, "list")
+    screenshot(page, request.node.name, "list")
+    for row in page.locator("tbody tr").all():
+        if "go-" in row.inner_text():
+            row.get_by_role("checkbox").check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Withdraw selected").click()
+    main = page.locator("main")
+    expect(main).to_contain_text("These 2 entries will stop matching")
+    expect(main).to_contain_text("go-1")
+    expect(main).not_to_contain_text("keep-1")
+    check_accessibility(page, "withdraw-confirmation")
+    screenshot(page, request.node.name, "confirm")
+    page.get_by_label(re.compile("^Reason")).fill("withdrawn by the victim")
+    with page.expect_navigation():
+        page.get_by_role("button", name=re.compile("Withdraw these")).click()
+    expect(page.get_by_role("status")).to_contain_text("2 entries were withdrawn")
+    screenshot(page, request.node.name, "done")
+    entries = client.get("/v1/lists/to-withdraw/entries").json()["entries"]
+    assert sorted(e["reference"] for e in entries) == ["keep-1"]
+
+
+def test_a_form_posted_without_its_token_is_refused(server: ConsoleServer, pages: Pages) -> None:
+    client = listed(server, "kcsc", "csrf-target", "r-1")
+    server.create_user("victim", "kcsc", "analyst", password=PASSWORD)
+    page = pages()
+    sign_in(page, server, "victim")
+    entry = client.get("/v1/lists/csrf-target/entries").json()["entries"][0]["entry_id"]
+    # The session cookie goes with the request, as it would from a forged form.
+    refused = page.request.post(
+        f"{server.url}/console/lists/csrf-target/withdraw",
+        form={"entry": str(entry), "reason": "forged", "reason_class": "other"},
+    )
+    assert refused.status == 403
+    forged_token = page.request.post(
+        f"{server.url}/console/lists/csrf-target/withdraw",
+        form={"entry": str(entry), "reason": "forged", "csrf": "x" * 43},
+    )
+    assert forged_token.status == 403
+    assert len(client.get("/v1/lists/csrf-target/entries").json()["entries"]) == 1
+
+
+def test_another_organisations_pages_stay_out_of_reach(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    client = listed(server, "kcsc", "kcsc-only", "secret-ref", shared_with=["ncc"])
+    entry = client.get("/v1/lists/kcsc-only/entries").json()["entries"][0]["entry_id"]
+    server.create_user("outsider", "ncc", "admin", password=PASSWORD)
+    page = pages()
+    sign_in(page, server, "outsider")
+    for path in (
+        "/console/lists/kcsc-only",
+        f"/console/lists/kcsc-only/withdraw?entry={entry}",
+        "/console/lists/kcsc-only/export?format=csv",
+        "/console/lists/kcsc-only/upload",
+    ):
+        response = page.goto(f"{server.url}{path}")
+        assert response is not None and response.status == 404, path
+        expect(page.locator("main")).not_to_contain_text("secret-ref")
+    screenshot(page, request.node.name, "not-found")
+    check_accessibility(page, "not-found")
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    changed = page.request.post(
+        f"{server.url}/console/lists/kcsc-only",
+        form={"csrf": token or "", "description": "taken over"},
+    )
+    assert changed.status == 404
+    assert client.get("/v1/lists/kcsc-only").json()["description"] == ""
