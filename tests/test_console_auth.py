@@ -339,6 +339,8 @@ def test_the_overview_shows_only_the_organisations_own_and_offered_lists(
     service.follow()
     page = staff_client(service, "kcsc", "alice", StaffRole.VIEWER).get("/console/").text
     assert "kcsc-ncii" in page and "ncc-private" not in page and "third-secret" not in page
+    assert re.search(r"<title>[^<>]+</title>", page)  # a plain title, nothing leaked into it
+    assert page.count("<h1>") == 1
     assert re.search(r'class="num">2<', page)  # its live entries, from the index
     partner = staff_client(service, "ncc", "bob", StaffRole.VIEWER).get("/console/").text
     assert "kcsc-ncii" in partner and "ncc-private" in partner and "third-secret" not in partner

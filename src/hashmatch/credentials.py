@@ -102,7 +102,7 @@ def totp_match(secret: str, code: str, now: float | None = None) -> int | None:
     if len(code) != TOTP_DIGITS or not code.isascii() or not code.isdigit():
         return None
     current = totp_step(now)
-    for step in range(current - TOTP_WINDOW, current + TOTP_WINDOW + 1):
+    for step in range(max(0, current - TOTP_WINDOW), current + TOTP_WINDOW + 1):
         if hmac.compare_digest(totp_code(secret, step), code):
             return step
     return None

@@ -26,6 +26,7 @@ from hashmatch.api.ratelimit import TokenBuckets
 from hashmatch.api.videos import VIDEO_DECODERS
 from hashmatch.config import Settings
 from hashmatch.console.app import create_console
+from hashmatch.console.pages import ROUTERS as CONSOLE_ROUTERS
 from hashmatch.exchange.fetcher import start_fetcher
 from hashmatch.matching.follower import Follower
 from hashmatch.matching.probes import ProbeGuard, ProbeRules
@@ -112,8 +113,11 @@ def create_app(
         app.include_router(router)
     console = create_console(services)
     app.mount("/console", console)
+    # The routers' own routes: FastAPI keeps an included router as one route of its own, which
+    # the table would not see into (and the console's caps would not apply).
     routes = RouteTable(
-        (route for router in routers for route in router.routes), {"/console": console.routes}
+        (route for router in routers for route in router.routes),
+        {"/console": (route for router in CONSOLE_ROUTERS for route in router.routes)},
     )
     # Outermost last: metrics see every request, refused ones too; the key is checked before
     # the body cap, and both before anything reads the body.

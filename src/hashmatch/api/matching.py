@@ -243,6 +243,15 @@ async def _hash_upload(
     """The hashes of an uploaded image, or of an uploaded video (told apart by its bytes)."""
     settings = services.settings
     data = await read_media(request, settings.max_upload_bytes, settings.max_video_bytes, is_video)
+    return await hash_media(data, services)
+
+
+async def hash_media(
+    data: bytes, services: Services
+) -> tuple[dict[str, ImageHashOut], list[Query]] | HashedVideo:
+    """The hashes of an image or a video held in memory (told apart by its bytes), decoded
+    in a worker thread under the service's decode limits: what ``/v1/match`` looks up."""
+    settings = services.settings
     if is_video(data):
         return await anyio.to_thread.run_sync(
             hash_upload, data, settings, limiter=services.video_decoders

@@ -66,6 +66,18 @@ async def read_media(
             "send an image or a video as multipart field 'file' or as the body with an image or "
             f"video content type, not {kind!r}"
         )
+    return await collect_media(chunks, image_limit, video_limit, is_video)
+
+
+async def collect_media(
+    chunks: AsyncIterator[bytes],
+    image_limit: int,
+    video_limit: int,
+    is_video: Callable[[bytes], bool],
+) -> bytes:
+    """An image or a video arriving as ``chunks``, held in memory under the cap of what its
+    first bytes say it is (refused while it arrives once over that cap)."""
+    larger = max(image_limit, video_limit)
     data = bytearray()
     limit: int | None = None
     async for chunk in chunks:

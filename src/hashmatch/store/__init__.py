@@ -16,6 +16,8 @@
 - :mod:`.webhooks`: withdrawal notices owed to platforms, and the sender's lease
 - :mod:`.users` and :mod:`.sessions`: staff accounts (passwords, second factor, lockout) and
   their console sessions
+- :mod:`.staging`: hash-set files uploaded through the console, held with their validation
+  report until the person commits or discards them
 
 Every write is one transaction that also appends its change-log row and its audit row, so an
 import that fails half way leaves nothing behind.
@@ -37,6 +39,7 @@ from hashmatch.store.peers import Leases, Peers, instance_name
 from hashmatch.store.records import EntryRow, ImportReport, ListInfo
 from hashmatch.store.remote_outcomes import RemoteOutcomes
 from hashmatch.store.sessions import Session, SessionRules, Sessions
+from hashmatch.store.staging import Staging
 from hashmatch.store.stats import Reviews
 from hashmatch.store.users import LoginResult, StaffRole, UserInfo, Users
 from hashmatch.store.webhooks import Webhooks
@@ -71,6 +74,7 @@ class Store:
         self.remote_outcomes = RemoteOutcomes(database, self.lists)
         self.users = Users(database, self.lists, self.audit)
         self.sessions = Sessions(database, self.users)
+        self.staging = Staging(database, self.lists, self.entries)
         self.reviews = Reviews(
             database, self.lists, self.entries, self.withdrawals, self.audit, self.remote_outcomes
         )
