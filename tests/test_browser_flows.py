@@ -300,3 +300,72 @@ def test_another_organisations_pages_stay_out_of_reach(
     )
     assert changed.status == 404
     assert client.get("/v1/lists/kcsc-only").json()["description"] == ""
+
+
+def test_create_and_revoke_a_key(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    server.create_user("keymaster", "kcsc", "admin", password=PASSWORD)
+    page = pages()
+    sign_in(page, server, "keymaster")
+    page.get_by_role("link", name="Keys").click()
+    check_accessibility(page, "keys")
+    page.get_by_label(re.compile("^Name")).fill("moderation pipeline")
+    page.locator("#key-role-match").check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Create key").click()
+    secret = page.locator("code.secret").inner_text().strip()
+    assert secret.startswith("hm_")
+    screenshot(page, request.node.name, "created")
+    check_accessibility(page, "key-created")
+    pipeline = api(server, secret)
+    assert pipeline.post("/v1/match/hashes", json={"hashes": []}).status_code in (200, 422)
+    assert pipeline.get("/v1/lists").status_code != 401
+    page.goto(f"{server.url}/console/keys")
+    assert secret not in page.content()  # shown once
+    row = page.locator("tr").filter(has_text="moderation pipeline")
+    page.once("dialog", lambda dialog: dialog.accept())  # the confirmation
+    with page.expect_navigation():
+        row.get_by_role("button", name=re.compile("Revoke")).click()
+    screenshot(page, request.node.name, "revoked")
+    assert pipeline.get("/v1/lists").status_code == 401
+
+
+def test_filter_the_audit(
+    server: ConsoleServer, pages: Pages, request: pytest.FixtureRequest
+) -> None:
+    listed(server, "kcsc", "audited-a", "a-1", "a-2")
+    listed(server, "kcsc", "audited-b", "b-1")
+    listed(server, "ncc", "elsewhere", "n-1")
+    server.create_user("auditor", "kcsc", "analyst", password=PASSWORD)
+    page = pages()
+    sign_in(page, server, "auditor")
+    page.goto(f"{server.url}/console/lists/audited-a")
+    page.get_by_label(re.compile("Select entry")).first.check()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Withdraw selected").click()
+    page.get_by_label(re.compile("^Reason")).fill("audit trail check")
+    with page.expect_navigation():
+        page.get_by_role("button", name=re.compile("Withdraw this")).click()
+    page.get_by_role("link", name="Audit").click()
+    rows = page.locator("main table tbody tr")
+    assert "elsewhere" not in page.locator("main").inner_text()  # another organisation's
+    check_accessibility(page, "audit")
+    page.get_by_label("List", exact=True).select_option("audited-a")
+    page.get_by_label("Person or key").select_option("user:auditor:kcsc")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
+    assert "list=audited-a" in page.url
+    assert rows.count() >= 1
+    for text in rows.all_inner_texts():
+        assert "audited-a" in text and "audited-b" not in text
+        assert "auditor" in text
+    expect(rows.first).to_contain_text("entries.withdraw")
+    screenshot(page, request.node.name, "filtered")
+    page.get_by_label("List", exact=True).select_option("audited-b")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
+    expect(page.locator("main")).not_to_contain_text("entries.withdraw")
+    export = page.request.get(f"{server.url}/console/audit.csv?list=audited-a")
+    assert export.status == 200 and "entries.withdraw" in export.text()
+    assert "elsewhere" not in export.text()

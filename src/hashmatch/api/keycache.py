@@ -52,6 +52,14 @@ class KeyCache:
             self._last[digest] = info
         return info
 
+    def forget(self, key_id: int) -> None:
+        """Drop what this replica remembers of a key (just revoked here): its next request is
+        checked against the store. Other replicas follow within :data:`KEY_CACHE_SECONDS`."""
+        with self._lock:
+            for cache in (self._fresh, self._last):
+                for digest in [d for d, info in cache.items() if info and info.id == key_id]:
+                    del cache[digest]
+
     def suspend(self, key_id: int) -> None:
         """Stop a key in this replica at once, before the store's record reaches the cache
         (or if the store cannot record it), until the operator reinstates it."""

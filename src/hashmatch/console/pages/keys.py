@@ -80,4 +80,7 @@ async def revoke_key(request: Request, staff: Admin, key_id: int) -> Response:
     if key.revoked_at is not None:
         raise NotFound(f"no live key with id {key_id}")
     await run_in_threadpool(lambda: store.keys.revoke(key.id, actor=staff.actor))
+    cache = web.console_services(request).keys
+    if cache is not None:
+        cache.forget(key.id)  # at once here; other replicas within seconds
     return RedirectResponse(web.url(f"/keys?revoked={key.id}"), 303)
