@@ -280,12 +280,12 @@ def csp_violations(page: Page) -> list[str]:
     return seen
 
 
-# --- fixtures (import them into a test module by name) ---------------------------------------
+# --- fixtures (tests/conftest.py loads this module as a plugin: one browser per session) -----
 
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Browser]:
-    """The session's browser (one per test module importing the fixture)."""
+    """The session's one browser (Playwright's sync API allows one driver at a time)."""
     with browser_session() as browser:
         yield browser
 

@@ -14,6 +14,9 @@ from PIL import Image
 from dbs import BACKENDS, database
 from hashmatch.store import Store
 
+#: The browser fixtures (chromium, pages, console_server), shared by every test module.
+pytest_plugins = ["browser"]
+
 DATA = Path(__file__).resolve().parent / "data"
 
 

@@ -13,16 +13,11 @@ from browser import (
     ConsoleServer,
     Pages,
     check_accessibility,
-    chromium,
-    console_server,
     csp_violations,
-    pages,
     screenshot,
     totp_fresh,
     totp_now,
 )
-
-__all__ = ["chromium", "console_server", "pages"]  # fixtures, found by pytest by name
 
 # RFC 6238 appendix B, HMAC-SHA-1: the ASCII secret "12345678901234567890", 8 digits.
 RFC6238_SECRET = base64.b32encode(b"12345678901234567890").decode()

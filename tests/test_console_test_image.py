@@ -21,17 +21,12 @@ from browser import (
     ConsoleServer,
     Pages,
     check_accessibility,
-    chromium,
-    console_server,
-    pages,
     screenshot,
 )
 from conftest import encode, natural_image
 from console import PASSWORD, csrf_of, staff_client
 from hashmatch.store import Role, StaffRole
 from services import Service, running_service
-
-__all__ = ["chromium", "console_server", "pages"]  # fixtures, found by pytest by name
 
 PAGE = "/console/test"
 

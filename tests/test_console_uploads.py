@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,16 @@ from browser import (
     ConsoleServer,
     Pages,
     check_accessibility,
-    chromium,
-    console_server,
-    pages,
     screenshot,
 )
 from conftest import random_hexes
 from console import PASSWORD, csrf_of, staff_client
 from dbs import BACKENDS
+from hashmatch.errors import Conflict, NotFound
 from hashmatch.store import Role, StaffRole
 from hashmatch.store.schema import audit, staged_chunks, staged_uploads
 from hashmatch.store.staging import CHUNK_BYTES
 from services import Service, running_service
-
-__all__ = ["chromium", "console_server", "pages"]  # fixtures, found by pytest by name
 
 LIST = "ncii"
 LIVE, NEW_1, NEW_2, WITHDRAWN = random_hexes(4, seed=41)
@@ -403,3 +400,30 @@ def test_in_a_browser_the_file_goes_up_with_progress_and_commits(
         "new-1",
         "new-2",
     ]
+
+
+def test_two_commits_at_once_import_once(service: Service, owner: dict[str, str]) -> None:
+    client = staff_client(service, "kcsc", "alice", StaffRole.ANALYST)
+    hexes = random_hexes(5_000, seed=12)
+    report_path = staged(client, "".join(f"pdq {h}\n" for h in hexes).encode())
+    upload_id = report_path.rsplit("/", 1)[1]
+    user = service.store.users.get("alice", "kcsc")
+    outcomes: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcomes.append(
+                service.store.staging.commit(upload_id, user.id, actor=user.actor).added
+            )
+        except (Conflict, NotFound) as refused:
+            outcomes.append(type(refused))
+
+    threads = [threading.Thread(target=commit) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [o for o in outcomes if isinstance(o, int)] == [5_000], outcomes
+    assert all(o in (Conflict, NotFound) for o in outcomes if not isinstance(o, int))
+    assert len(list(service.store.entries.listed(LIST))) == 1 + 5_000
+    assert staged_count(service) == (0, 0)
