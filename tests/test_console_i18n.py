@@ -79,3 +79,40 @@ def test_the_sign_in_page_renders_in_each_language(locale: str, script: str) -> 
     )
     assert re.search(script, text)
     assert "Wrong login or password." not in text
+
+
+#: Words that are the same in every language: the product, and codes the pages show as codes.
+UNTRANSLATED_OK = {"hashmatch", "TLP", "UTC", "ID", "MD5", "SHA", "PDQ", "vPDQ", "CSV", "JSONL"}
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_TAG = re.compile(r"<[^>]*>", re.S)
+_CODE = re.compile(r"<code[^>]*>.*?</code>", re.S)
+_READABLE_ATTRIBUTE = re.compile(
+    r'\b(?:aria-label|title|alt|placeholder|data-confirm|label)="([^"]*)"', re.S
+)
+
+
+def _literal_words(template: str) -> list[str]:
+    """Words a template shows that no ``_()`` goes through: text between tags and the values
+    of attributes people read, once every Jinja expression and statement is removed."""
+    text = _CODE.sub(" ", _JINJA.sub(" ", template))  # file formats shown as code stay as is
+    readable = " ".join(_READABLE_ATTRIBUTE.findall(text))
+    body = _TAG.sub(" ", text)
+    words = re.findall(r"[A-Za-z][A-Za-z'’-]+", body + " " + readable)
+    return [word for word in words if word not in UNTRANSLATED_OK]
+
+
+def test_no_template_shows_a_word_outside_the_catalogs() -> None:
+    found = {}
+    for path in sorted(catalogs.SOURCES.glob("templates/*.html")):
+        words = _literal_words(path.read_text())
+        if words:
+            found[path.name] = words[:8]
+    assert not found, f"text outside _(): {found}"
+
+
+def test_the_literal_word_check_finds_what_it_should() -> None:
+    assert _literal_words('<p>{{ _("Fine") }}</p>') == []
+    assert _literal_words("<p>Withdraw</p>") == ["Withdraw"]
+    assert _literal_words("<p><code>algorithm,hash</code></p>") == []
+    assert _literal_words('<button aria-label="Close">{{ _("x") }}</button>') == ["Close"]
+    assert _literal_words('<a title="{{ _(\'Ok\') }}" href="/x">{{ n }}</a>') == []
