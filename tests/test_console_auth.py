@@ -388,3 +388,8 @@ def test_an_admin_accepts_and_leaves_an_offer_from_the_overview(sqlite_service: 
     page = admin.get("/console/")
     admin.post("/console/shares/kcsc-ncii", data={"answer": "leave", "csrf": csrf_of(page.text)})
     assert not matched()
+
+
+def test_the_services_address_leads_to_the_console(sqlite_service: Service) -> None:
+    response = browser(sqlite_service).get("/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/console/"

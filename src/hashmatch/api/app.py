@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from hashmatch import __version__
 from hashmatch.api import exchange, lists, matching, outcomes, shares, webhooks
@@ -124,6 +124,10 @@ def create_app(
     app.add_middleware(BodyLimit, routes=routes)
     app.add_middleware(KeyGate)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console/", 307)  # people who open the address find the console
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
