@@ -194,6 +194,11 @@ def main() -> None:
                 "/console/lists/big?hash=00ff00ff",
                 f"/v1/lists/big/entries?limit=50&after={middle_id}",
             ),
+            (
+                "list, search by label",
+                "/console/lists/big?label=nothing-has-this",
+                f"/v1/lists/big/entries?limit=50&after={middle_id}",
+            ),
             ("audit, newest", "/console/audit", "/v1/changes?limit=50"),
             (
                 "audit, by person",

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -23,12 +24,13 @@ from sqlalchemy import create_engine, text, update
 from conftest import random_hexes
 from console import csrf_of, staff_client
 from dbs import BACKENDS, POSTGRES_ADMIN_URL
+from hashmatch.console.pages import lists as lists_page
 from hashmatch.errors import InvalidField
 from hashmatch.hashsets.read import HashRow
 from hashmatch.hashsets.write import ExportWriter, Format
 from hashmatch.signals import Hash, get
 from hashmatch.store import EntryRow, Role, StaffRole, Store
-from hashmatch.store.entries import EntryDetail, hash_prefix_ranges
+from hashmatch.store.browse import EntryDetail, SearchPage, hash_prefix_ranges
 from hashmatch.store.schema import lists
 from services import Service, running_service
 
@@ -178,7 +180,9 @@ def check_against_oracle(store: Store, name: str, universe: list[EntryRow]) -> i
             def search(
                 query: dict[str, Any] = query, withdrawn: bool = withdrawn, **page: Any
             ) -> list[EntryDetail]:
-                return store.entries.search(name, **query, include_withdrawn=withdrawn, **page)
+                found = store.browse.search(name, **query, include_withdrawn=withdrawn, **page)
+                assert found.scanned_to is None  # a small list: within one label window
+                return found.rows
 
             expected = oracle(universe, query, withdrawn)
             forwards, backwards = walk(search, limit=23)
@@ -195,7 +199,7 @@ def test_search_answers_what_a_brute_force_filter_does(service: Service) -> None
     assert check_against_oracle(service.store, "l", universe) > 60
     # A label search pages too, and another list's entries never show up.
     fill(service.store, "other", count=50, seed=3)
-    assert all(e.list_id == universe[0].list_id for e in service.store.entries.search("l"))
+    assert all(e.list_id == universe[0].list_id for e in service.store.browse.search("l").rows)
 
 
 def test_search_agrees_under_a_linguistic_postgresql_collation(tmp_path: Path) -> None:
@@ -226,7 +230,7 @@ def test_search_agrees_under_a_linguistic_postgresql_collation(tmp_path: Path) -
                     ),
                     {"l": list_id},
                 ).scalar_one()
-                assert store.entries._bytewise(conn) is False
+                assert store.browse._bytewise(conn) is False
             in_range = [e for e in universe if e.reference and "a" <= e.reference < "b"]
             assert naive != len(in_range)  # the database's own order would answer wrongly
             assert check_against_oracle(store, "l", universe) > 60
@@ -241,7 +245,7 @@ def test_search_agrees_under_a_linguistic_postgresql_collation(tmp_path: Path) -
 def test_the_test_databases_compare_text_as_bytes(service: Service) -> None:
     """The shared test databases take the indexed path (a plain range on ``reference``)."""
     with service.store.database.engine.connect() as conn:
-        assert service.store.entries._bytewise(conn) is True
+        assert service.store.browse._bytewise(conn) is True
 
 
 def test_hash_prefix_ranges() -> None:
@@ -256,6 +260,176 @@ def test_hash_prefix_ranges() -> None:
     for bad in ("0123456", "0123456g", "nope:01234567", ""):
         with pytest.raises(InvalidField, match="hash"):
             hash_prefix_ranges(bad)
+
+
+# --- a search by label alone reads a window of entries at a time ------------------------------
+
+WINDOW = 7
+
+
+def fill_interleaved(store: Store, name: str = "l") -> list[EntryRow]:
+    """:func:`fill`'s list, imported in turns with another list's entries: the ids of its
+    entries are not consecutive, so a window counted in ids rather than entries would show."""
+    store.lists.create(name, owner="kcsc", category="ncii", actor="test")
+    store.lists.create("between", owner="kcsc", category="ncii", actor="test")
+    rows = random_rows(300, seed=1)
+    others = random_rows(len(rows), seed=4)
+    for start in range(0, len(rows), 10):
+        store.entries.import_rows(name, rows[start : start + 10], actor="test")
+        store.entries.import_rows("between", others[start : start + start % 7], actor="test")
+    gone = [row.hash for row in random.Random(1).sample(rows, len(rows) // 10)]
+    store.withdrawals.withdraw(name, actor="test", reason="test", hashes=gone)
+    universe = list(store.entries.listed(name, include_withdrawn=True))
+    ids = [e.id for e in universe]
+    assert ids[-1] - ids[0] > len(ids)  # interleaved
+    return universe
+
+
+def scan_by_label(
+    store: Store, universe: list[EntryRow], label: str, withdrawn: bool, forward: bool, limit: int
+) -> tuple[list[int], list[int | None]]:
+    """Every match of a search by label alone, ``WINDOW`` entries a request in one direction
+    (from the list's first entry, or back from its last): each full page followed from its
+    last entry, each short one from where it stopped reading. Returns the matches in id order
+    and where each request stopped; checks that no request read past its window."""
+    position = {e.id: n for n, e in enumerate(universe)}
+    last = universe[-1]
+    matches_last = label in last.labels and (withdrawn or last.withdrawn_at is None)
+    found: list[int] = [] if forward or not matches_last else [last.id]
+    stops: list[int | None] = []
+    cursor: int | None = None if forward else last.id
+
+    def read(entry_id: int) -> int:
+        """Entries of the list from the cursor to ``entry_id``, in the scan's direction."""
+        start = -1 if cursor is None else position[cursor]
+        return position[entry_id] - start if forward else start - position[entry_id]
+
+    while True:
+        where: dict[str, Any] = {"after_id": cursor} if forward else {"before_id": cursor}
+        page: SearchPage = store.browse.search(
+            "l", label=label, include_withdrawn=withdrawn, limit=limit, label_window=WINDOW, **where
+        )
+        ids = [e.id for e in page.rows]
+        assert ids == sorted(ids) and len(ids) <= limit
+        assert all(0 < read(i) <= WINDOW for i in ids)
+        if page.scanned_to is not None:
+            assert len(ids) < limit and read(page.scanned_to) == WINDOW  # a whole window
+        stops.append(page.scanned_to)
+        found = found + ids if forward else ids + found
+        if len(ids) == limit:
+            cursor = ids[-1] if forward else ids[0]
+        elif page.scanned_to is not None:
+            cursor = page.scanned_to
+        else:
+            return found, stops
+
+
+def test_a_label_search_reads_a_window_at_a_time(service: Service) -> None:
+    store = service.store
+    universe = fill_interleaved(store)
+    count = len(universe)
+    stopped_short = 0
+    for label in [*LABELS, "nothing"]:
+        for withdrawn in (False, True):
+            expected = oracle(universe, {"label": label}, withdrawn)
+            for forward in (True, False):
+                for limit in (1, 5):
+                    found, stops = scan_by_label(store, universe, label, withdrawn, forward, limit)
+                    # Every match once, in id order, whichever way the list was read.
+                    assert found == expected, (label, withdrawn, forward, limit)
+                    stopped_short += sum(stop is not None for stop in stops)
+    assert stopped_short > 100  # most requests stopped at their window's end
+    # A label that matches nothing: a window per request, and where it stopped, to the end.
+    nothing, stops = scan_by_label(store, universe, "nothing", True, True, 50)
+    assert nothing == [] and len(stops) == -(-count // WINDOW)
+    assert stops[-1] is None and all(stop is not None for stop in stops[:-1])
+    assert stops[:-1] == [e.id for e in universe[WINDOW - 1 :: WINDOW]][: len(stops) - 1]
+    # A list shorter than the window: read to its end at once, nothing said about stopping.
+    whole = store.browse.search("l", label="nothing", label_window=count)
+    assert whole.rows == [] and whole.scanned_to is None
+    longer = store.browse.search("l", label="nothing", label_window=count - 1)
+    assert longer.scanned_to == universe[-2].id
+    # Every other kind of search reads on until it fills its page, label or not.
+    others: list[dict[str, Any]] = [
+        {"reference_prefix": "ref"},
+        {"label": "urgent", "reference_prefix": "ref"},
+    ]
+    for query in others:
+        page = store.browse.search("l", **query, include_withdrawn=True, limit=5, label_window=1)
+        assert [e.id for e in page.rows] == oracle(universe, query, True)[:5]
+        assert page.scanned_to is None
+    with pytest.raises(InvalidField, match="label_window"):
+        store.browse.search("l", label="urgent", label_window=0)
+
+
+def further(page: str, which: str) -> str | None:
+    found = re.search(rf'<a href="([^"]*)" id="{which}">', page)
+    return None if found is None else html.unescape(found.group(1))
+
+
+def test_the_page_searches_further_for_a_label(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search by label alone, a window of 7 entries a request: following "Next page" and
+    "Search further" from the first page, then "Previous page" and "Search further back"
+    from the last, shows every match once; every page's link the other way leads to the
+    matches next to it; a label that matches nothing says how far it read on every page."""
+    monkeypatch.setattr(lists_page, "LABEL_SCAN_WINDOW", WINDOW)
+    universe = fill_interleaved(service.store)
+    client = staff_client(service, "kcsc", "ann", StaffRole.VIEWER)
+    checked = 0
+    for label, withdrawn in (("urgent", False), ("é", True), ("case_1", False), ("nothing", False)):
+        expected = oracle(universe, {"label": label}, withdrawn)
+        query = {"label": label, **({"withdrawn": "1"} if withdrawn else {})}
+        target: str | None = f"/console/lists/l?{urlencode(query)}"
+        forwards: list[int] = []
+        pages = 0
+        while target is not None:
+            page = ok(client.get(target))
+            pages += 1
+            forwards += page_ids(page)
+            if further(page, "search-further"):
+                assert "No more matches among the entries searched so far." in page
+                assert link(page, "next") is None and 'role="status"' in page
+            # The page before this one ends with the last match at or before its cursor.
+            after = cursor_of(target, "after")
+            ahead = [m for m in expected if after is not None and m <= after]
+            back = link(page, "prev")
+            assert back is not None or not ahead, target  # shown too when a probe stopped short
+            if back is not None:
+                shown = page_ids(ok(client.get(back)))
+                assert shown == ahead[len(ahead) - len(shown) :], (target, back)
+                checked += bool(shown)
+            target = link(page, "next") or further(page, "search-further")
+        assert forwards == expected, label
+        if label == "nothing":
+            assert pages == -(-len(universe) // WINDOW)
+        backwards = page_ids(page)
+        while (target := link(page, "prev") or further(page, "search-further-back")) is not None:
+            page = ok(client.get(target))
+            backwards[:0] = page_ids(page)
+            # The page after this one starts with the first match at or after its cursor.
+            before = cursor_of(target, "before")
+            assert before is not None
+            behind = [m for m in expected if m >= before]
+            on = link(page, "next")
+            assert on is not None or not behind, target
+            if on is not None:
+                shown = page_ids(ok(client.get(on)))
+                assert shown == behind[: len(shown)], (target, on)
+                checked += bool(shown)
+        assert backwards == expected, label
+    assert checked > 50
+    first = ok(client.get("/console/lists/l?label=nothing"))
+    assert "at most 7 at a time" in first and "No entries to show." not in first
+    assert further(first, "search-further") == (
+        f"/console/lists/l?label=nothing&after={universe[WINDOW - 1].id}#entries"
+    )
+
+
+def cursor_of(url: str, name: str) -> int | None:
+    values = parse_qs(urlsplit(url).query).get(name)
+    return None if values is None else int(values[0])
 
 
 # --- the page -------------------------------------------------------------------------------

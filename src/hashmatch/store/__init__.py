@@ -4,6 +4,7 @@
 - :mod:`.schema` and :mod:`.migrate` (Alembic, in ``migrations/``): the tables
 - :mod:`.lists`: lists, organisations, offers and their answers
 - :mod:`.entries` (with :mod:`.bulk`): imports, pages, what replicas read
+- :mod:`.browse`: a list's entries as the console shows them: searches, lookups by id, exports
 - :mod:`.withdrawals`: withdrawals and revivals, every name accounted for
 - :mod:`.changes`: the change log replicas follow, and its listener
 - :mod:`.audit`: who did what, with the values before and after
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from hashmatch.matching.policy import DEFAULT_BOUNDS, ThresholdBounds
 from hashmatch.store.audit import AuditLog
+from hashmatch.store.browse import EntryBrowser
 from hashmatch.store.changes import Change, ChangeListener, ChangeLog
 from hashmatch.store.database import Database, database_url, new_id, utcnow
 from hashmatch.store.entries import Entries
@@ -62,6 +64,7 @@ class Store:
         self.audit = AuditLog(database)
         self.lists = Lists(database, self.changes, self.audit, bounds)
         self.entries = Entries(database, self.lists, self.changes, self.audit)
+        self.browse = EntryBrowser(database, self.lists, self.changes, self.audit)
         self.withdrawals = Withdrawals(database, self.lists, self.changes, self.audit)
         self.keys = Keys(database, self.lists, self.audit)
         self.peers = Peers(database, self.lists, self.audit)

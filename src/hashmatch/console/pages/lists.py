@@ -29,7 +29,7 @@ from hashmatch.hashsets.write import ExportWriter, Format
 from hashmatch.matching.policy import VIDEO_PERCENTS
 from hashmatch.signals import Hash, hamming_signals
 from hashmatch.store import ListInfo, StaffRole, Store
-from hashmatch.store.entries import EntryDetail
+from hashmatch.store.browse import LABEL_SCAN_WINDOW, EntryDetail, SearchPage
 
 router = APIRouter()
 
@@ -85,6 +85,12 @@ class Search:
     def active(self) -> bool:
         return bool(self.reference or self.hash or self.label)
 
+    @property
+    def windowed(self) -> bool:
+        """A search by label alone: it reads a window of the list's entries at a time, in id
+        order, and may stop before it fills a page."""
+        return bool(self.label) and not self.reference and not self.hash
+
 
 def list_path(name: str, tail: str = "") -> str:
     return web.url(f"/lists/{name}{tail}")
@@ -123,55 +129,105 @@ def _live_count(request: Request, info: ListInfo) -> int | None:
 @dataclass
 class EntriesPage:
     """The entries a page shows, the links to the pages before and after (None: there is no
-    such page), and why the search could not run."""
+    such page), why the search could not run, and where a search by label alone goes on
+    reading when it stopped before it filled the page (after or before the entries shown)."""
 
     rows: list[EntryDetail]
     next_url: str | None
     previous_url: str | None
     error: str | None = None
+    further_url: str | None = None
+    further_back_url: str | None = None
 
 
 def _entries_page(
     store: Store, info: ListInfo, search: Search, after: int | None, before: int | None
 ) -> EntriesPage:
     """One page of entries and the links to its neighbours (each probed: a link is shown
-    only when there is a page behind it)."""
+    only when there is a page behind it, or may be: a search by label alone reads a window of
+    entries, and a probe that stopped before it found a match shows the link too)."""
 
-    def find(**where: Any) -> list[EntryDetail]:
-        return store.entries.search(
+    def find(**where: Any) -> SearchPage:
+        return store.browse.search(
             info.name,
             reference=search.reference if search.match == "exact" else None,
             reference_prefix=search.reference if search.match == "prefix" else None,
             hash_hex_prefix=search.hash or None,
             label=search.label or None,
             include_withdrawn=search.withdrawn,
+            label_window=LABEL_SCAN_WINDOW,
             **where,
         )
 
-    base = list_path(info.name)
+    def more(probe: SearchPage) -> bool:
+        return bool(probe.rows) or probe.scanned_to is not None
+
+    def url(**extra: int) -> str:
+        return f"{list_path(info.name)}?{search.query(**extra)}#entries"
+
+    further = further_back = None
     try:
         if before is not None:
-            rows = find(before_id=before, limit=PAGE + 1)
-            earlier = len(rows) > PAGE
-            rows = rows[-PAGE:]
-            later = bool(rows) and bool(find(after_id=rows[-1].id, limit=1))
+            found = find(before_id=before, limit=PAGE + 1)
+            rows = found.rows[-PAGE:]
+            earlier = len(found.rows) > PAGE
+            further_back = found.scanned_to
+            later = bool(rows) and more(find(after_id=rows[-1].id, limit=1))
         else:
-            rows = find(after_id=after, limit=PAGE + 1)
-            later = len(rows) > PAGE
-            rows = rows[:PAGE]
-            earlier = bool(rows) and bool(find(before_id=rows[0].id, limit=1))
+            found = find(after_id=after, limit=PAGE + 1)
+            rows = found.rows[:PAGE]
+            later = len(found.rows) > PAGE
+            further = found.scanned_to
+            # From the list's start nothing comes earlier; else any earlier match is at or
+            # before ``after``: the search read on from there.
+            earlier = bool(rows) and after is not None and more(find(before_id=rows[0].id, limit=1))
+        next_url = url(after=rows[-1].id) if later else None
+        previous_url = url(before=rows[0].id) if earlier else None
+        if not rows and after is not None:
+            previous_url = url(before=_back_from(store, info, search, after, further))
+        if not rows and before is not None:
+            start = _on_from(store, info, search, before, further_back)
+            next_url = url() if start is None else url(after=start)
     except InvalidField as exc:
         return EntriesPage([], None, None, error=exc.message)
-    next_url = previous_url = None
-    if later:
-        next_url = f"{base}?{search.query(after=rows[-1].id)}#entries"
-    if earlier:
-        previous_url = f"{base}?{search.query(before=rows[0].id)}#entries"
-    if not rows and after is not None:
-        previous_url = f"{base}?{search.query(before=after)}#entries"
-    if not rows and before is not None:
-        next_url = f"{base}?{search.query(after=before)}#entries"
-    return EntriesPage(rows, next_url, previous_url)
+    return EntriesPage(
+        rows,
+        next_url,
+        previous_url,
+        further_url=None if further is None else url(after=further),
+        further_back_url=None if further_back is None else url(before=further_back),
+    )
+
+
+def _back_from(
+    store: Store, info: ListInfo, search: Search, after: int, scanned_to: int | None
+) -> int:
+    """Where the page before an empty one (of the entries after ``after``) starts reading
+    back: before ``after``, or, for a search by label alone (which may have shown ``after``
+    itself, the last entry a scan read), before an entry past it the search read without a
+    match (where the scan stopped, or the next entry of the list), so that ``after`` is read
+    again."""
+    if not search.windowed:
+        return after
+    if scanned_to is not None:
+        return scanned_to
+    following = store.browse.search(info.name, include_withdrawn=True, after_id=after, limit=1)
+    return following.rows[0].id if following.rows else after
+
+
+def _on_from(
+    store: Store, info: ListInfo, search: Search, before: int, scanned_to: int | None
+) -> int | None:
+    """Where the page after an empty one (of the entries before ``before``) starts reading
+    on: after ``before``, or, for a search by label alone, after an entry ahead of it the
+    search read without a match (where the scan stopped, or the previous entry of the list;
+    None: from the list's first entry), so that ``before`` is read again."""
+    if not search.windowed:
+        return before
+    if scanned_to is not None:
+        return scanned_to
+    preceding = store.browse.search(info.name, include_withdrawn=True, before_id=before, limit=1)
+    return preceding.rows[0].id if preceding.rows else None
 
 
 def _form_values(info: ListInfo) -> dict[str, str]:
@@ -216,6 +272,7 @@ async def _list_page(
             "live_count": _live_count(request, info),
             "page": page,
             "search": search,
+            "label_window": LABEL_SCAN_WINDOW,
             "form": values,
             "error": error,
             "tlp_labels": TLP_LABELS,
@@ -330,7 +387,7 @@ async def _withdrawable(
             f"list {name!r} is a mirror: withdraw at its origin, or disable the mirror"
         )
     ids = _entry_ids(values)
-    found = await run_in_threadpool(store.entries.by_ids, name, ids)
+    found = await run_in_threadpool(store.browse.by_ids, name, ids)
     live = [entry for entry in found if entry.withdrawn_at is None]
     return info, live, len(set(ids)) - len(live)
 
@@ -420,13 +477,13 @@ async def export(
     store = web.store_of(request)
     info = await _owned(store, name, staff)
     await run_in_threadpool(
-        store.entries.record_export, name, actor=staff.actor, export_format=export_format
+        store.browse.record_export, name, actor=staff.actor, export_format=export_format
     )
 
     def body() -> Iterator[bytes]:
         buffer = io.StringIO()
         writer = ExportWriter(buffer, Format(export_format))
-        for batch in store.entries.batches(info.name):
+        for batch in store.browse.batches(info.name):
             for entry in batch:
                 writer.write(entry)
             yield buffer.getvalue().encode()
