@@ -135,10 +135,54 @@ async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-class MultipartField:
+#: Bytes of one part's headers a multipart body may send (a name, a filename, a type).
+MAX_PART_HEADER_BYTES: Final = 16 * 1024
+
+
+class PartHeaders:
+    """python-multipart callbacks that collect each part's ``Content-Disposition`` (its field
+    name and filename), capping the bytes of a part's headers. Subclasses read
+    :meth:`_disposition_params` when a part's headers end."""
+
+    def __init__(self) -> None:
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._header_bytes = 0
+        self._disposition = b""
+
+    def _part_begin(self) -> None:
+        self._disposition = b""
+        self._header_bytes = 0
+
+    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._header_field.extend(data[start:end])
+
+    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._header_value.extend(data[start:end])
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            raise BadRequest("malformed multipart body: a part's headers are too long")
+
+    def _header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            self._disposition = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _disposition_params(self) -> dict[bytes, bytes]:
+        _, params = parse_options_header(self._disposition)
+        return params
+
+
+class MultipartField(PartHeaders):
     """The data of one named field of a multipart body, as the body arrives."""
 
     def __init__(self, boundary: bytes, name: bytes, limit: int) -> None:
+        super().__init__()
         self._name = name
         self._limit = limit
         self._size = 0
@@ -146,9 +190,6 @@ class MultipartField:
         self._ended = False
         self._in_field = False
         self._ready: list[bytes] = []
-        self._header_field = bytearray()
-        self._header_value = bytearray()
-        self._disposition = b""
         self._parser = MultipartParser(
             boundary,
             {
@@ -192,23 +233,11 @@ class MultipartField:
         self._ended = True
 
     def _part_begin(self) -> None:
-        self._disposition = b""
+        super()._part_begin()
         self._in_field = False
 
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_field.extend(data[start:end])
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value.extend(data[start:end])
-
-    def _header_end(self) -> None:
-        if bytes(self._header_field).lower() == b"content-disposition":
-            self._disposition = bytes(self._header_value)
-        self._header_field.clear()
-        self._header_value.clear()
-
     def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._disposition)
+        params = self._disposition_params()
         # The first part of that name only: a second one must not be appended to it.
         self._in_field = params.get(b"name", b"") == self._name and not self._found
         self._found = self._found or self._in_field

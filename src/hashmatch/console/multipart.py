@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastapi import Request
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser
 
-from hashmatch.api.uploads import _boundary, _capped, media_type
+from hashmatch.api.uploads import PartHeaders, _boundary, _capped, media_type
 from hashmatch.console import web
 from hashmatch.console.web import Staff
 from hashmatch.errors import BadRequest, PayloadTooLarge, UnsupportedContentType
 
-#: A part's headers, all together: far more than a browser sends.
-MAX_HEADER_BYTES: Final = 16 * 1024
 #: A text field (the CSRF token, another small field).
 MAX_FIELD_BYTES: Final = 4 * 1024
 #: What the framing of a form adds to its file: boundaries, headers, a token.
@@ -45,22 +43,19 @@ _END: Final = _End()
 Event = _Start | bytes | _End
 
 
-class MultipartForm:
+class MultipartForm(PartHeaders):
     """One multipart body, part by part, under a byte cap (``limit``, the whole body)."""
 
     def __init__(self, request: Request, limit: int) -> None:
         kind, options = media_type(request)
         if kind != "multipart/form-data":
             raise UnsupportedContentType("this form is sent as multipart/form-data")
+        super().__init__()
         self._request = request
         self._chunks = _capped(request, limit)
         self._events: deque[Event] = deque()
         self._ended = False
         self._finalized = False
-        self._header_bytes = 0
-        self._header_field = bytearray()
-        self._header_value = bytearray()
-        self._disposition = b""
         self._parser = MultipartParser(
             _boundary(options),
             {
@@ -161,31 +156,8 @@ class MultipartForm:
 
     # --- the parser's callbacks ------------------------------------------------------------
 
-    def _part_begin(self) -> None:
-        self._disposition = b""
-        self._header_bytes = 0
-
-    def _on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header(end - start)
-        self._header_field.extend(data[start:end])
-
-    def _on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header(end - start)
-        self._header_value.extend(data[start:end])
-
-    def _header(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > MAX_HEADER_BYTES:
-            raise BadRequest("malformed multipart body: a part's headers are too long")
-
-    def _header_end(self) -> None:
-        if bytes(self._header_field).lower() == b"content-disposition":
-            self._disposition = bytes(self._header_value)
-        self._header_field.clear()
-        self._header_value.clear()
-
     def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._disposition)
+        params = self._disposition_params()
         filename = params.get(b"filename")
         self._events.append(
             _Start(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -110,8 +110,14 @@ def _search_arguments(staff: Staff, filters: Filters) -> dict[str, Any]:
 
 
 def _filters(
-    who: str, actor: str, action: str, list_name: str, date_from: str, date_to: str
+    who: str = "",
+    actor: str = "",
+    action: str = "",
+    list_name: Annotated[str, Query(alias="list")] = "",
+    date_from: Annotated[str, Query(alias="from")] = "",
+    date_to: Annotated[str, Query(alias="to")] = "",
 ) -> Filters:
+    """The filters of the page and of its CSV, from the query string (one declaration)."""
     return Filters(
         _text(who, "who"),
         _text(actor, "actor"),
@@ -165,19 +171,16 @@ def _page_data(store: Store, staff: Staff, filters: Filters, before: int | None)
     }
 
 
+AuditFilters = Annotated[Filters, Depends(_filters)]
+
+
 @router.get("/audit")
 async def audit_page(
     request: Request,
     staff: Viewer,
-    who: str = "",
-    actor: str = "",
-    action: str = "",
-    list_name: Annotated[str, Query(alias="list")] = "",
-    date_from: Annotated[str, Query(alias="from")] = "",
-    date_to: Annotated[str, Query(alias="to")] = "",
+    filters: AuditFilters,
     before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> Response:
-    filters = _filters(who, actor, action, list_name, date_from, date_to)
     store = web.store_of(request)
     data = await run_in_threadpool(_page_data, store, staff, filters, before)
     return web.render(
@@ -216,17 +219,7 @@ def _csv_lines(store: Store, organisation: str, arguments: dict[str, Any]) -> It
 
 
 @router.get("/audit.csv")
-async def audit_csv(
-    request: Request,
-    staff: Viewer,
-    who: str = "",
-    actor: str = "",
-    action: str = "",
-    list_name: Annotated[str, Query(alias="list")] = "",
-    date_from: Annotated[str, Query(alias="from")] = "",
-    date_to: Annotated[str, Query(alias="to")] = "",
-) -> Response:
-    filters = _filters(who, actor, action, list_name, date_from, date_to)
+async def audit_csv(request: Request, staff: Viewer, filters: AuditFilters) -> Response:
     store = web.store_of(request)
     await run_in_threadpool(_check_list, store, staff, filters)
     arguments = _search_arguments(staff, filters)
